@@ -1,11 +1,8 @@
-from pathlib import Path
-
 import pytest
 
 from lm2.data.babi.format import format_stories, read_stories, write_stories
 from lm2.data.babi.types import Question, Statement, Story, parse_tasks
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "babi" / "en-train"
+from tests.conftest import shared_path
 
 
 def test_round_trip(tmp_path):
@@ -47,8 +44,7 @@ def test_parse_tasks():
         parse_tasks("qa21")
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/babi/en-train (the real bAbI files) is absent")
 def test_reads_every_real_file():
-    for path in sorted(REAL.glob("qa*_train.txt")):
+    for path in sorted(shared_path("babi", "en-train").glob("qa*_train.txt")):
         samples = [s for story in read_stories(path) for s in story.samples()]
         assert len(samples) == 1000, path.name
