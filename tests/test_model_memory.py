@@ -8,6 +8,15 @@ import torch
 from lm2 import LM2Config, LM2ForCausalLM
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared CPU two threads can be 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(**overrides) -> LM2Config:
     return LM2Config.from_preset("tiny", **overrides)
 
@@ -104,10 +113,15 @@ def test_batch_independence() -> None:
         together = model(ids, attention_mask=mask)
         for b in range(3):
             alone = model(ids[b : b + 1, mask[b].bool()])
-            torch.testing.assert_close(together.logits[b, mask[b].bool()], alone.logits[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                together.logits[b, mask[b].bool()], alone.logits[0], rtol=1e-4, atol=1e-5
+            )
             for i in config.memory_layer_indices:
                 torch.testing.assert_close(
-                    together.past_key_values.memory[i][b], alone.past_key_values.memory[i][0], rtol=1e-4, atol=1e-5
+                    together.past_key_values.memory[i][b],
+                    alone.past_key_values.memory[i][0],
+                    rtol=1e-4,
+                    atol=1e-5,
                 )
         # Changing another sample changes nothing for sample 0.
         other = ids.clone()
