@@ -9,6 +9,10 @@ key names, so Llama checkpoints load directly.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +24,23 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
 from lm2.models.lm2.cache_lm2 import LM2Cache
 from lm2.models.lm2.configuration_lm2 import LM2Config
+
+logger = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickles(path: Path) -> None:
+    """A checkpoint folder must hold safetensors: pickles can run code when loaded."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"{path} holds a pickled checkpoint ({', '.join(pickles)}) and no .safetensors file; only safetensors "
+            "checkpoints are loaded (convert it with safetensors.torch.save_file on a trusted machine)"
+        )
+    raise ValueError(f"{path} holds no .safetensors weights")
 
 
 class LM2Block(nn.Module):
@@ -83,6 +104,40 @@ class LM2PreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ["LM2Block"]
     _is_stateful = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """Load a saved LM2 (safetensors only), refusing a memory configuration other than the saved one.
+
+        Memory fields passed as overrides (or in ``config=``) must match the checkpoint's: otherwise weights
+        would be silently dropped or re-initialised. Missing, unexpected or mismatched weights are errors.
+        """
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            _refuse_pickles(path)
+            config = kwargs.pop("config", None)
+            saved = LM2Config.from_pretrained(path)
+            if config is None:
+                config, kwargs = LM2Config.from_pretrained(path, return_unused_kwargs=True, **kwargs)
+            config.validate_lm2()
+            want, have = config.memory_signature(), saved.memory_signature()
+            diff = {k: (have[k], want[k]) for k in want if want[k] != have[k]}
+            if diff:
+                detail = ", ".join(f"{k}: saved {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
+                raise ValueError(f"{path} was saved with a different memory configuration ({detail})")
+            kwargs["config"] = config
+        want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("use_safetensors", True)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        problems = {
+            k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            raise ValueError(f"checkpoint {pretrained_model_name_or_path} does not fit the model: {problems}")
+        return (model, info) if want_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -265,6 +320,46 @@ class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
         self.lm_head = value
 
     @classmethod
+    def from_llama(cls, path_or_model: Any, **memory_options: Any) -> LM2ForCausalLM:
+        """Put LM2 memory onto a Hugging Face Llama (a LlamaForCausalLM or a local safetensors folder).
+
+        The backbone takes the Llama weights unchanged; the new memory parameters are initialised and each
+        memory read's output projection is zero, so the model's logits equal the Llama's until fine-tuning
+        opens the memory path. Backbone weights the checkpoint lacks, and checkpoint weights the model has no
+        place for, are errors; the newly initialised memory weights are logged.
+        """
+        llama_config, state = _load_llama(path_or_model)
+        config = _llama_config_to_lm2(llama_config, **memory_options)
+        dtype = (
+            state["model.embed_tokens.weight"].dtype
+            if "model.embed_tokens.weight" in state
+            else torch.float32
+        )
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if config.tie_word_embeddings:
+            missing = [k for k in missing if k != "lm_head.weight"]
+        new_memory = [k for k in missing if ".memory." in k]
+        backbone_missing = [k for k in missing if ".memory." not in k]
+        if backbone_missing or unexpected:
+            raise ValueError(
+                f"the Llama checkpoint does not fit the LM2 backbone: missing {backbone_missing}, unexpected {unexpected}"
+            )
+        with torch.no_grad():
+            for block in model.model.layers:
+                if block.memory is not None:
+                    block.memory.o_proj.weight.zero_()
+        if new_memory:
+            logger.info(
+                "from_llama: %d memory tensors newly initialised in blocks %s (read output projection = 0, so the "
+                "logits equal the Llama's): %s",
+                len(new_memory),
+                config.memory_layer_indices,
+                ", ".join(new_memory),
+            )
+        return model.to(dtype)
+
+    @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # generate() must not build a DynamicCache: the first forward creates an LM2Cache.
         return False
@@ -314,3 +409,62 @@ class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
         )
         return result if return_dict else result.to_tuple()
+
+
+def _llama_config_to_lm2(llama: Any, **memory_options: Any) -> LM2Config:
+    """The LM2Config of a transformers LlamaConfig (or its dict), refusing features LM2 does not implement."""
+    cfg = llama if isinstance(llama, dict) else llama.to_dict()
+    if cfg.get("model_type", "llama") != "llama":
+        raise ValueError(f"from_llama expects a Llama checkpoint, got model_type={cfg.get('model_type')!r}")
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    unsupported = {
+        "attention_bias": cfg.get("attention_bias", False),
+        "mlp_bias": cfg.get("mlp_bias", False),
+        "hidden_act": cfg.get("hidden_act", "silu") != "silu",
+        "rope_type": rope_type != "default",
+    }
+    head_dim = cfg.get("head_dim")
+    if head_dim is not None and head_dim * cfg["num_attention_heads"] != cfg["hidden_size"]:
+        unsupported["head_dim"] = True
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ValueError(
+            f"this Llama checkpoint uses features LM2 does not implement: {bad} (supported: no biases, silu, "
+            f"default RoPE, head_dim = hidden_size / num_attention_heads); rope={rope}"
+        )
+    fields = dict(
+        vocab_size=cfg["vocab_size"],
+        hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=cfg["num_attention_heads"],
+        num_key_value_heads=cfg.get("num_key_value_heads"),
+        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+        max_position_embeddings=cfg.get("max_position_embeddings", 2048),
+        initializer_range=cfg.get("initializer_range", 0.02),
+        tie_word_embeddings=cfg.get("tie_word_embeddings", False),
+        bos_token_id=cfg.get("bos_token_id"),
+        eos_token_id=cfg.get("eos_token_id"),
+        pad_token_id=cfg.get("pad_token_id"),
+    )
+    return LM2Config(**{**fields, **memory_options})
+
+
+def _load_llama(path_or_model: Any) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config dict, state dict) of a LlamaForCausalLM object or a local safetensors checkpoint folder."""
+    if isinstance(path_or_model, nn.Module):
+        return path_or_model.config.to_dict(), dict(path_or_model.state_dict())
+    path = Path(path_or_model)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder at {path} (from_llama reads local folders only)")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} has no config.json")
+    _refuse_pickles(path)
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        state.update(load_file(file))
+    return json.loads((path / "config.json").read_text()), state
