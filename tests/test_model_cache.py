@@ -150,3 +150,23 @@ def test_beam_search_and_sampling() -> None:
         prompt, do_sample=True, top_k=20, max_new_tokens=12, num_return_sequences=2, pad_token_id=0
     )
     assert torch.equal(sampled, again)
+
+
+def test_long_windowed_input_runs_in_chunks_with_the_same_result() -> None:
+    model = build(dtype=torch.float64, segment_length=6, attention_window=5)
+    ids = torch.randint(0, 128, (2, 300), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        model.model.window_chunk = 10**9  # one pass with the full (T, T) mask
+        whole = model(ids, output_hidden_states=True)
+        model.model.window_chunk = 32  # chunks of 32 through the cache
+        chunked = model(ids, output_hidden_states=True)
+        no_cache = model(ids, use_cache=False)
+    torch.testing.assert_close(chunked.logits, whole.logits, rtol=1e-10, atol=1e-10)
+    assert no_cache.past_key_values is None and torch.equal(no_cache.logits, chunked.logits)
+    assert len(chunked.hidden_states) == len(whole.hidden_states) == 3
+    for a, b in zip(chunked.hidden_states, whole.hidden_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    for i in range(2):
+        torch.testing.assert_close(
+            chunked.past_key_values.memory[i], whole.past_key_values.memory[i], rtol=1e-10, atol=1e-10
+        )

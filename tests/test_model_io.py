@@ -32,7 +32,9 @@ def tiny_model(seed: int = 0, **overrides) -> LM2ForCausalLM:
     return model
 
 
-@pytest.mark.parametrize("overrides", [{}, {"memory_init": "learned", "memory_layers": [1], "tie_word_embeddings": True}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"memory_init": "learned", "memory_layers": [1], "tie_word_embeddings": True}]
+)
 def test_save_load_roundtrip_and_auto_classes(tmp_path, overrides) -> None:
     model = tiny_model(**overrides)
     ids = torch.randint(0, 128, (2, 19))

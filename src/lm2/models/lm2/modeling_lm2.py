@@ -160,6 +160,9 @@ class LM2PreTrainedModel(PreTrainedModel):
 
 
 class LM2Model(LM2PreTrainedModel):
+    # Shortest chunk a windowed long input is split into (longer when the window or segment is longer).
+    window_chunk = 1024
+
     def __init__(self, config: LM2Config) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -228,17 +231,58 @@ class LM2Model(LM2PreTrainedModel):
             raise ValueError(f"the cache holds {cache.batch_size} sequences but the input has {B}")
 
         valid = self._current_mask(attention_mask, B, T, cache.seen_tokens if has_past else 0, device)
-        past_valid = cache.seen_valid if has_past else torch.zeros(B, dtype=torch.long, device=device)
-        # Index of each token among its sample's valid tokens (padding: that of the previous valid token).
-        index = past_valid[:, None] + valid.long().cumsum(1) - 1  # (B, T)
-        if position_ids is None:
-            position_ids = index.clamp(min=0)
-        elif position_ids.shape != (B, T):
+        if position_ids is not None and position_ids.shape != (B, T):
             if position_ids.dim() == 2 and position_ids.shape[0] == 1 and position_ids.shape[1] == T:
                 position_ids = position_ids.expand(B, T)
             else:
                 raise ValueError(f"position_ids must have shape ({B}, {T}), got {tuple(position_ids.shape)}")
-        cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, inputs_embeds.dtype)
+
+        # With a window, a long input runs in chunks through the cache: time linear in T and memory flat,
+        # and (chunking invariance) exactly the same result as one pass.
+        window = config.attention_window
+        chunk = T if window is None else max(2 * window, config.segment_length, self.window_chunk)
+        if chunk < T and cache is None:
+            cache = LM2Cache(config.num_hidden_layers)
+        outputs, hidden_states = [], []
+        for start in range(0, T, chunk):
+            part = slice(start, start + chunk)
+            x, hidden = self._decode(
+                inputs_embeds[:, part],
+                valid[:, part],
+                None if position_ids is None else position_ids[:, part],
+                cache,
+                output_hidden_states,
+            )
+            outputs.append(x)
+            hidden_states.append(hidden)
+        x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
+        if output_hidden_states:
+            hidden_states = [torch.cat(per_layer, 1) for per_layer in zip(*hidden_states, strict=True)]
+        out = BaseModelOutputWithPast(
+            last_hidden_state=x,
+            past_key_values=cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def _decode(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        cache: LM2Cache | None,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """All blocks over embeddings x (B, T, D) continuing the cache; updates the cache in place."""
+        config = self.config
+        B, T, _ = x.shape
+        has_past = cache is not None and cache.is_initialized
+        past_valid = cache.seen_valid if has_past else torch.zeros(B, dtype=torch.long, device=x.device)
+        # Index of each token among its sample's valid tokens (padding: that of the previous valid token).
+        index = past_valid[:, None] + valid.long().cumsum(1) - 1  # (B, T)
+        if position_ids is None:
+            position_ids = index.clamp(min=0)
+        cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype)
 
         # Self-attention mask over [cached keys, new keys]; None = plain causal (the fused fast path).
         new_key_index = torch.where(valid, index, torch.full_like(index, -1))
@@ -254,11 +298,8 @@ class LM2Model(LM2PreTrainedModel):
             # Padding queries see everything: their outputs are never used, and this keeps them finite.
             mask = (mask | ~valid[:, :, None])[:, None]  # (B, 1, T, L)
 
-        fill = past_valid % config.segment_length
-        layout = SegmentLayout.build(valid, fill, config.segment_length)
-
-        x = inputs_embeds
-        hidden_states = [x] if output_hidden_states else None
+        layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
+        hidden_states = [x] if output_hidden_states else []
         for block in self.layers:
             x = block(x, cos, sin, mask, layout, cache, config.memory_impl)
             if output_hidden_states:
@@ -272,12 +313,7 @@ class LM2Model(LM2PreTrainedModel):
             cache.seen_valid = past_valid + valid.long().sum(1)
             cache.seen_tokens = (cache.seen_tokens if has_past else 0) + T
             cache.trim(window)
-        out = BaseModelOutputWithPast(
-            last_hidden_state=x,
-            past_key_values=cache if use_cache else None,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-        )
-        return out if return_dict else out.to_tuple()
+        return x, hidden_states
 
     @staticmethod
     def _current_mask(
