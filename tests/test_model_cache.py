@@ -170,3 +170,28 @@ def test_long_windowed_input_runs_in_chunks_with_the_same_result() -> None:
         torch.testing.assert_close(
             chunked.past_key_values.memory[i], whole.past_key_values.memory[i], rtol=1e-10, atol=1e-10
         )
+
+
+@pytest.mark.parametrize("use_memory", [False, True])
+def test_inputs_embeds_and_explicit_positions(use_memory: bool) -> None:
+    """The interface the RMT baseline builds on: embeddings in, explicit positions, pieces via the cache."""
+    model = build(dtype=torch.float64, use_memory=use_memory, segment_length=4)
+    ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(9))
+    embeds = model.get_input_embeddings()(ids)
+    with torch.no_grad():
+        want = model(ids).logits
+        got = model(inputs_embeds=embeds, position_ids=torch.arange(20)[None].expand(2, 20)).logits
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        first = model.model(inputs_embeds=embeds[:, :9], position_ids=torch.arange(9)[None], use_cache=True)
+        rest = model.model(
+            inputs_embeds=embeds[:, 9:],
+            position_ids=torch.arange(9, 20)[None],
+            past_key_values=first.past_key_values,
+        )
+        hidden = torch.cat([first.last_hidden_state, rest.last_hidden_state], 1)
+        torch.testing.assert_close(model.lm_head(hidden), want, rtol=1e-12, atol=1e-12)
+        # Positions matter: shifting them all changes nothing (RoPE is relative), permuting them does.
+        shifted = model(inputs_embeds=embeds, position_ids=torch.arange(20)[None] + 100).logits
+        torch.testing.assert_close(shifted, want, rtol=1e-5, atol=1e-6)  # angles are float32, as in Llama
+        reversed_positions = model(inputs_embeds=embeds, position_ids=torch.arange(20).flip(0)[None]).logits
+        assert (reversed_positions - want).abs().max() > 1e-3
