@@ -22,6 +22,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
+from lm2.layers.rotary import LLAMA3_KEYS
 from lm2.models.lm2.cache_lm2 import LM2Cache
 from lm2.models.lm2.configuration_lm2 import LM2Config
 
@@ -282,7 +283,7 @@ class LM2Model(LM2PreTrainedModel):
         index = past_valid[:, None] + valid.long().cumsum(1) - 1  # (B, T)
         if position_ids is None:
             position_ids = index.clamp(min=0)
-        cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype)
+        cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype, config.rope_llama3)
 
         # Self-attention mask over [cached keys, new keys]; None = plain causal (the fused fast path).
         new_key_index = torch.where(valid, index, torch.full_like(index, -1))
@@ -458,7 +459,7 @@ def _llama_config_to_lm2(llama: Any, **memory_options: Any) -> LM2Config:
         "attention_bias": cfg.get("attention_bias", False),
         "mlp_bias": cfg.get("mlp_bias", False),
         "hidden_act": cfg.get("hidden_act", "silu") != "silu",
-        "rope_type": rope_type != "default",
+        "rope_type": rope_type not in ("default", "llama3"),
     }
     head_dim = cfg.get("head_dim")
     if head_dim is not None and head_dim * cfg["num_attention_heads"] != cfg["hidden_size"]:
@@ -467,7 +468,7 @@ def _llama_config_to_lm2(llama: Any, **memory_options: Any) -> LM2Config:
     if bad:
         raise ValueError(
             f"this Llama checkpoint uses features LM2 does not implement: {bad} (supported: no biases, silu, "
-            f"default RoPE, head_dim = hidden_size / num_attention_heads); rope={rope}"
+            f"default or llama3 RoPE, head_dim = hidden_size / num_attention_heads); rope={rope}"
         )
     fields = dict(
         vocab_size=cfg["vocab_size"],
@@ -478,6 +479,7 @@ def _llama_config_to_lm2(llama: Any, **memory_options: Any) -> LM2Config:
         num_key_value_heads=cfg.get("num_key_value_heads"),
         rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
         rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+        rope_llama3={k: rope[k] for k in LLAMA3_KEYS} if rope_type == "llama3" else None,
         max_position_embeddings=cfg.get("max_position_embeddings", 2048),
         initializer_range=cfg.get("initializer_range", 0.02),
         tie_word_embeddings=cfg.get("tie_word_embeddings", False),
