@@ -148,3 +148,23 @@ def test_memory_carries_information_beyond_the_window() -> None:
             assert late.max() == 0, late
         # Inside the window the change is visible either way; before it, never.
         assert diff[1] > 0 and diff[0] == 0
+
+
+def test_bf16_autocast_and_bf16_weights() -> None:
+    """Mixed precision (CPU autocast) and bf16 weights run forward, backward and generation with memory."""
+    config = tiny(segment_length=4, attention_window=8)
+    model = build(config).train()
+    ids = torch.randint(0, config.vocab_size, (2, 30))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, attention_mask=mask, labels=ids)
+    out.loss.backward()
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with torch.no_grad():
+        fp32 = model(ids, attention_mask=mask, labels=ids).loss
+    assert abs(out.loss.item() - fp32.item()) < 0.05 * fp32.item()  # bf16 rounding, not a different function
+    half = build(config).to(torch.bfloat16)
+    generated = half.generate(ids[:, :6], max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert generated.shape == (2, 14)
