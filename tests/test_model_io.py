@@ -182,3 +182,14 @@ def test_pickled_checkpoint_is_refused(tmp_path) -> None:
         LM2ForCausalLM.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="pickled checkpoint"):
         LM2ForCausalLM.from_llama(tmp_path)
+
+
+def test_demo_command(capsys) -> None:
+    threads = torch.get_num_threads()
+    try:
+        assert cli_main(["demo", "--train-steps", "3", "--max-new-tokens", "5"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "memory total" in out and "step    3  loss" in out and "continuation:" in out
+    assert cli_main(["demo", "--train-steps", "-1"]) == 2  # a clear user error, not a traceback
