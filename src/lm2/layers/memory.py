@@ -107,14 +107,18 @@ class MemoryBank(nn.Module):
             state = self.identity_state(device, dtype)
         return state.unsqueeze(0).expand(batch_size, -1, -1)
 
-    def _attend(self, q_in: torch.Tensor, kv_in: torch.Tensor, topk: int | None) -> torch.Tensor:
-        """Multi-head attention from q_in (X, Lq, D) to kv_in (X, Lk, D), heads concatenated (X, Lq, D)."""
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (X, H, L, hd) of source (X, L, D): the slots for a read, a segment for a write."""
+        X, L, _ = source.shape
+        k = self.k_proj(source).view(X, L, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(source).view(X, L, self.heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def _attend(self, q_in: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int | None) -> torch.Tensor:
+        """Multi-head attention from q_in (X, Lq, D) to keys/values (X, H, Lk, hd), heads concatenated."""
         X, Lq, D = q_in.shape
-        Lk = kv_in.shape[1]
         q = self.q_proj(q_in).view(X, Lq, self.heads, self.head_dim).transpose(1, 2)  # (X, H, Lq, hd)
-        k = self.k_proj(kv_in).view(X, Lk, self.heads, self.head_dim).transpose(1, 2)  # (X, H, Lk, hd)
-        v = self.v_proj(kv_in).view(X, Lk, self.heads, self.head_dim).transpose(1, 2)
-        if topk is None or topk >= Lk:
+        if topk is None or topk >= k.shape[2]:
             y = F.scaled_dot_product_attention(q, k, v)
         else:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (X, H, Lq, Lk)
@@ -122,16 +126,22 @@ class MemoryBank(nn.Module):
                 -1, scores.topk(topk, dim=-1).indices, True
             )
             y = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v
-        return y.transpose(1, 2).reshape(X, Lq, D)
+        return y.transpose(1, 2).reshape(X, Lq, D)  # (X, Lq, D)
 
-    def read(self, h: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Gated memory read-out g_out * E_mem for tokens h (X, L, D) from states (X, N, D)."""
-        e_mem = self.o_proj(self._attend(h, state, self.topk))
+    def read(
+        self, h: torch.Tensor, state: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Gated memory read-out g_out * E_mem for tokens h (X, L, D) from states (X, N, D).
+
+        kv: the states' keys/values when already computed (they change only when the memory is written).
+        """
+        k, v = self.keys_values(state) if kv is None else kv
+        e_mem = self.o_proj(self._attend(h, k, v, self.topk))
         return torch.sigmoid(self.out_gate(e_mem)) * e_mem
 
     def write(self, state: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
         """The state (X, N, D) after writing one full segment (X, S, D)."""
-        u = self._attend(state, segment, None)
+        u = self._attend(state, *self.keys_values(segment), None)
         g_in = torch.sigmoid(self.in_gate(u))
         g_forget = torch.sigmoid(self.forget_gate(u))
         return g_in * torch.tanh(u) + g_forget * state
@@ -143,22 +153,30 @@ class MemoryBank(nn.Module):
         state: torch.Tensor,
         buffer: torch.Tensor | None,
         impl: str = "fast",
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        state_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Read for every valid token of h (B, T, D) and write every completed segment.
 
         state: (B, N, D) memory before the call; buffer: (B, S, D) block inputs of the open segment
-        (first ``layout.fill`` rows used) or None when nothing is open. Returns the gated read-out
-        (B, T, D) (zero at padding), the final state (B, N, D) and the new open-segment buffer (B, S, D).
+        (first ``layout.fill`` rows used) or None when nothing is open; state_kv: the state's read
+        keys/values if known. Returns the gated read-out (B, T, D) (zero at padding), the final state
+        (B, N, D), the new open-segment buffer (B, S, D) and the final state's keys/values (None when a
+        write made them unknown).
         """
         if impl == "fast":
-            return self.forward_fast(h, layout, state, buffer)
+            return self.forward_fast(h, layout, state, buffer, state_kv)
         if impl == "naive":
-            return self.forward_naive(h, layout, state, buffer)
+            return (*self.forward_naive(h, layout, state, buffer), None)
         raise ValueError(f"memory impl must be 'fast' or 'naive', got {impl!r}")
 
     def forward_fast(
-        self, h: torch.Tensor, layout: SegmentLayout, state: torch.Tensor, buffer: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self,
+        h: torch.Tensor,
+        layout: SegmentLayout,
+        state: torch.Tensor,
+        buffer: torch.Tensor | None,
+        state_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         B, T, D = h.shape
         S, G = layout.segment_length, layout.rows
         # Grid of segments (B, G+1, S, D); the spare last row is the empty open segment after an exact fill.
@@ -179,6 +197,17 @@ class MemoryBank(nn.Module):
             state = torch.where((c < layout.n_writes)[:, None, None], new, state)
             states.append(state)
 
+        new_buffer = grid[torch.arange(B, device=h.device), layout.n_writes]  # (B, S, D)
+        wrote = bool(layout.n_writes.any())
+        if G == 1:
+            # Every token of the call reads the state it started with (decoding, short pieces): read from h
+            # directly, reusing the state's keys/values, instead of from a mostly empty grid row.
+            kv = state_kv if state_kv is not None else self.keys_values(states[0])
+            out = self.read(h, states[0], kv)
+            if not layout.dense:
+                out = torch.where(layout.valid[..., None], out, torch.zeros_like(out))
+            return out, state, new_buffer, None if wrote else kv
+
         # Every read at once: grid row g reads the state after g writes.
         read_states = torch.stack(states[:G], dim=1)  # (B, G, N, D)
         r = self.read(grid[:, :G].reshape(B * G, S, D), read_states.reshape(B * G, self.slots, D))
@@ -189,8 +218,7 @@ class MemoryBank(nn.Module):
             out = r.new_zeros(B, T, D).index_put(
                 (layout.b_idx, layout.t_idx), r[layout.b_idx, layout.row, layout.col]
             )
-        new_buffer = grid[torch.arange(B, device=h.device), layout.n_writes]  # (B, S, D)
-        return out, state, new_buffer
+        return out, state, new_buffer, None  # G > 1: some sample wrote, its new keys/values are not known
 
     def forward_naive(
         self, h: torch.Tensor, layout: SegmentLayout, state: torch.Tensor, buffer: torch.Tensor | None

@@ -20,6 +20,8 @@ class LM2Cache(Cache):
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.memory: list[torch.Tensor | None] = [None] * num_layers
         self.segment: list[torch.Tensor | None] = [None] * num_layers
+        # The read keys/values of the current memory state: they change only when the memory is written.
+        self.memory_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
         self.key_index: torch.Tensor | None = (
             None  # (B, L) valid-token index of each cached key, -1 = padding
         )
@@ -71,6 +73,9 @@ class LM2Cache(Cache):
             for i, t in enumerate(store):
                 if t is not None:
                     store[i] = fn(t)
+        for i, kv in enumerate(self.memory_kv):
+            if kv is not None:
+                self.memory_kv[i] = (fn(kv[0]), fn(kv[1]))
         if self.key_index is not None:
             self.key_index = fn(self.key_index)
             self.seen_valid = fn(self.seen_valid)

@@ -91,9 +91,10 @@ class LM2Block(nn.Module):
             if state is None:
                 state = self.memory.initial(x.shape[0], x.device, x.dtype)
             buffer = cache.segment[i] if cache is not None else None
-            read, state, buffer = self.memory(h, layout, state, buffer, impl=memory_impl)
+            state_kv = cache.memory_kv[i] if cache is not None else None
+            read, state, buffer, state_kv = self.memory(h, layout, state, buffer, memory_impl, state_kv)
             if cache is not None:
-                cache.memory[i], cache.segment[i] = state, buffer
+                cache.memory[i], cache.segment[i], cache.memory_kv[i] = state, buffer, state_kv
             x = x + read
         return x + self.mlp(self.post_attention_layernorm(x))
 
