@@ -1,0 +1,509 @@
+"""LM2: a Llama-3-style decoder whose blocks may own a memory bank (Kang et al., 2025).
+
+Block:  h = input_layernorm(x)
+        x = x + SelfAttn(h) + g_out * E_mem(h, M)      (the memory term only in memory blocks)
+        x = x + MLP(post_attention_layernorm(x))
+With ``use_memory=False`` every block is exactly a Llama block, and the weights use transformers' Llama
+key names, so Llama checkpoints load directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
+from lm2.layers.rotary import LLAMA3_KEYS
+from lm2.models.lm2.cache_lm2 import LM2Cache
+from lm2.models.lm2.configuration_lm2 import LM2Config
+
+logger = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickles(path: Path) -> None:
+    """A checkpoint folder must hold safetensors: pickles can run code when loaded."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"{path} holds a pickled checkpoint ({', '.join(pickles)}) and no .safetensors file; only safetensors "
+            "checkpoints are loaded (convert it with safetensors.torch.save_file on a trusted machine)"
+        )
+    raise ValueError(f"{path} holds no .safetensors weights")
+
+
+class LM2Block(nn.Module):
+    def __init__(self, config: LM2Config, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = SelfAttention(
+            config.hidden_size, config.num_attention_heads, config.num_key_value_heads
+        )
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+        self.memory = (
+            MemoryBank(
+                config.hidden_size,
+                config.memory_slots,
+                config.memory_heads,
+                topk=config.memory_topk,
+                init=config.memory_init,
+                forget_bias=config.memory_forget_bias,
+            )
+            if layer_idx in config.memory_layer_indices
+            else None
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        layout: SegmentLayout,
+        cache: LM2Cache | None,
+        memory_impl: str,
+    ) -> torch.Tensor:
+        i = self.layer_idx
+        h = self.input_layernorm(x)  # (B, T, D), what both self-attention and memory see
+        past_kv = None
+        if cache is not None and cache.keys[i] is not None:
+            past_kv = (cache.keys[i], cache.values[i])
+        attn, (k, v) = self.self_attn(h, cos, sin, mask, past_kv)
+        if cache is not None:
+            cache.keys[i], cache.values[i] = k, v
+        x = x + attn
+        if self.memory is not None:
+            state = cache.memory[i] if cache is not None else None
+            if state is None:
+                state = self.memory.initial(x.shape[0], x.device, x.dtype)
+            buffer = cache.segment[i] if cache is not None else None
+            state_kv = cache.memory_kv[i] if cache is not None else None
+            read, state, buffer, state_kv = self.memory(h, layout, state, buffer, memory_impl, state_kv)
+            if cache is not None:
+                cache.memory[i], cache.segment[i], cache.memory_kv[i] = state, buffer, state_kv
+            x = x + read
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LM2PreTrainedModel(PreTrainedModel):
+    config_class = LM2Config
+    config: LM2Config
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["LM2Block"]
+    _is_stateful = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """Load a saved LM2 (safetensors only), refusing a memory configuration other than the saved one.
+
+        Memory fields passed as overrides (or in ``config=``) must match the checkpoint's: otherwise weights
+        would be silently dropped or re-initialised. Missing, unexpected or mismatched weights are errors.
+        """
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            _refuse_pickles(path)
+            config = kwargs.pop("config", None)
+            saved = LM2Config.from_pretrained(path)
+            if config is None:
+                config, kwargs = LM2Config.from_pretrained(path, return_unused_kwargs=True, **kwargs)
+            config.validate_lm2()
+            want, have = config.memory_signature(), saved.memory_signature()
+            diff = {k: (have[k], want[k]) for k in want if want[k] != have[k]}
+            if diff:
+                detail = ", ".join(f"{k}: saved {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
+                raise ValueError(f"{path} was saved with a different memory configuration ({detail})")
+            kwargs["config"] = config
+        want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("use_safetensors", True)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        problems = {
+            k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            raise ValueError(f"checkpoint {pretrained_model_name_or_path} does not fit the model: {problems}")
+        return (model, info) if want_info else model
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise every parameter kind of the model (also those a checkpoint does not provide)."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(0.0, std)
+        elif isinstance(module, RMSNorm):
+            module.weight.fill_(1.0)
+        if isinstance(module, MemoryBank):
+            module.forget_gate.bias.fill_(module.forget_bias)
+            if module.init == "learned":
+                module.initial_state.copy_(
+                    module.identity_state(module.initial_state.device, module.initial_state.dtype)
+                )
+
+
+class LM2Model(LM2PreTrainedModel):
+    # Shortest chunk a windowed long input is split into (longer when the window or segment is longer).
+    window_chunk = 1024
+
+    def __init__(self, config: LM2Config) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList([LM2Block(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: LM2Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast | tuple:
+        """Run the decoder over new tokens, continuing ``past_key_values`` when given.
+
+        attention_mask: 2-D (B, T) or (B, past + T), 1 = real token, 0 = padding. Padding is never attended
+        to and never written into memory. position_ids default to each token's index among its sample's
+        valid tokens (so left padding does not shift positions).
+        """
+        config = self.config
+        use_cache = config.use_cache if use_cache is None else use_cache
+        output_hidden_states = bool(output_hidden_states)
+        return_dict = config.return_dict if return_dict is None else return_dict
+
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+            if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size):
+                raise ValueError(
+                    f"token ids must be in [0, {config.vocab_size - 1}] (vocab_size={config.vocab_size}), "
+                    f"got values in [{int(input_ids.min())}, {int(input_ids.max())}]"
+                )
+            inputs_embeds = self.embed_tokens(input_ids)
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, seq_len, {config.hidden_size}), got {tuple(inputs_embeds.shape)}"
+            )
+        B, T, _ = inputs_embeds.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"empty input: got batch {B} x length {T}; at least one token is needed")
+        device = inputs_embeds.device
+
+        cache = past_key_values
+        if cache is not None and not isinstance(cache, LM2Cache):
+            raise ValueError(
+                f"past_key_values must be an LM2Cache (as returned by this model), got {type(cache).__name__}"
+            )
+        if cache is None and use_cache:
+            cache = LM2Cache(config.num_hidden_layers)
+        has_past = cache is not None and cache.is_initialized
+        if has_past and cache.batch_size != B:
+            raise ValueError(f"the cache holds {cache.batch_size} sequences but the input has {B}")
+
+        valid = self._current_mask(attention_mask, B, T, cache.seen_tokens if has_past else 0, device)
+        if position_ids is not None and position_ids.shape != (B, T):
+            if position_ids.dim() == 2 and position_ids.shape[0] == 1 and position_ids.shape[1] == T:
+                position_ids = position_ids.expand(B, T)
+            else:
+                raise ValueError(f"position_ids must have shape ({B}, {T}), got {tuple(position_ids.shape)}")
+
+        # With a window, a long input runs in chunks through the cache: time linear in T and memory flat,
+        # and (chunking invariance) exactly the same result as one pass.
+        window = config.attention_window
+        chunk = T if window is None else max(2 * window, config.segment_length, self.window_chunk)
+        if chunk < T and cache is None:
+            cache = LM2Cache(config.num_hidden_layers)
+        outputs, hidden_states = [], []
+        for start in range(0, T, chunk):
+            part = slice(start, start + chunk)
+            x, hidden = self._decode(
+                inputs_embeds[:, part],
+                valid[:, part],
+                None if position_ids is None else position_ids[:, part],
+                cache,
+                output_hidden_states,
+            )
+            outputs.append(x)
+            hidden_states.append(hidden)
+        x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
+        if output_hidden_states:
+            hidden_states = [torch.cat(per_layer, 1) for per_layer in zip(*hidden_states, strict=True)]
+        out = BaseModelOutputWithPast(
+            last_hidden_state=x,
+            past_key_values=cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def _decode(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        cache: LM2Cache | None,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """All blocks over embeddings x (B, T, D) continuing the cache; updates the cache in place."""
+        config = self.config
+        B, T, _ = x.shape
+        has_past = cache is not None and cache.is_initialized
+        past_valid = cache.seen_valid if has_past else torch.zeros(B, dtype=torch.long, device=x.device)
+        # Index of each token among its sample's valid tokens (padding: that of the previous valid token).
+        index = past_valid[:, None] + valid.long().cumsum(1) - 1  # (B, T)
+        if position_ids is None:
+            position_ids = index.clamp(min=0)
+        cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype, config.rope_llama3)
+
+        # Self-attention mask over [cached keys, new keys]; None = plain causal (the fused fast path).
+        new_key_index = torch.where(valid, index, torch.full_like(index, -1))
+        key_index = torch.cat([cache.key_index, new_key_index], 1) if has_past else new_key_index  # (B, L)
+        window = config.attention_window
+        if not has_past and bool(valid.all()) and (window is None or window >= T):
+            mask = None
+        else:
+            k_idx, q_idx = key_index[:, None, :], index[:, :, None]
+            mask = (k_idx >= 0) & (k_idx <= q_idx)
+            if window is not None:
+                mask &= q_idx - k_idx < window
+            # Padding queries see everything: their outputs are never used, and this keeps them finite.
+            mask = (mask | ~valid[:, :, None])[:, None]  # (B, 1, T, L)
+
+        layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
+        hidden_states = [x] if output_hidden_states else []
+        for block in self.layers:
+            x = block(x, cos, sin, mask, layout, cache, config.memory_impl)
+            if output_hidden_states:
+                hidden_states.append(x)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden_states[-1] = x
+
+        if cache is not None:
+            cache.key_index = key_index
+            cache.seen_valid = past_valid + valid.long().sum(1)
+            cache.seen_tokens = (cache.seen_tokens if has_past else 0) + T
+            cache.trim(window)
+        return x, hidden_states
+
+    @staticmethod
+    def _current_mask(
+        attention_mask: torch.Tensor | None, B: int, T: int, past: int, device: torch.device
+    ) -> torch.Tensor:
+        """The (B, T) validity of the new tokens from a 2-D mask over the new or over past + new tokens."""
+        if attention_mask is None:
+            return torch.ones(B, T, dtype=torch.bool, device=device)
+        if (
+            attention_mask.dim() != 2
+            or attention_mask.shape[0] != B
+            or attention_mask.shape[1] not in (T, past + T)
+        ):
+            raise ValueError(
+                f"attention_mask must be 2-D with shape ({B}, {T}) or ({B}, {past + T}) (past + new tokens), "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        return attention_mask[:, -T:].to(device=device, dtype=torch.bool)
+
+
+class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: LM2Config) -> None:
+        super().__init__(config)
+        self.model = LM2Model(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    @classmethod
+    def from_llama(cls, path_or_model: Any, **memory_options: Any) -> LM2ForCausalLM:
+        """Put LM2 memory onto a Hugging Face Llama (a LlamaForCausalLM or a local safetensors folder).
+
+        The backbone takes the Llama weights unchanged; the new memory parameters are initialised and each
+        memory read's output projection is zero, so the model's logits equal the Llama's until fine-tuning
+        opens the memory path. Backbone weights the checkpoint lacks, and checkpoint weights the model has no
+        place for, are errors; the newly initialised memory weights are logged.
+        """
+        llama_config, state = _load_llama(path_or_model)
+        config = _llama_config_to_lm2(llama_config, **memory_options)
+        dtype = (
+            state["model.embed_tokens.weight"].dtype
+            if "model.embed_tokens.weight" in state
+            else torch.float32
+        )
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if config.tie_word_embeddings:
+            missing = [k for k in missing if k != "lm_head.weight"]
+        new_memory = [k for k in missing if ".memory." in k]
+        backbone_missing = [k for k in missing if ".memory." not in k]
+        if backbone_missing or unexpected:
+            raise ValueError(
+                f"the Llama checkpoint does not fit the LM2 backbone: missing {backbone_missing}, unexpected {unexpected}"
+            )
+        with torch.no_grad():
+            for block in model.model.layers:
+                if block.memory is not None:
+                    block.memory.o_proj.weight.zero_()
+        if new_memory:
+            logger.info(
+                "from_llama: %d memory tensors newly initialised in blocks %s (read output projection = 0, so the "
+                "logits equal the Llama's): %s",
+                len(new_memory),
+                config.memory_layer_indices,
+                ", ".join(new_memory),
+            )
+        return model.to(dtype)
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate() must not build a DynamicCache: the first forward creates an LM2Cache.
+        return False
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: LM2Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Logits for the new tokens; with labels, the mean next-token cross-entropy (ignoring -100)."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden = out.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep, :])
+        loss = None
+        if labels is not None:
+            if labels.shape != hidden.shape[:2]:
+                raise ValueError(
+                    f"labels must have shape {tuple(hidden.shape[:2])}, got {tuple(labels.shape)}"
+                )
+            full_logits = logits if logits.shape[1] == hidden.shape[1] else self.lm_head(hidden)
+            loss = F.cross_entropy(
+                full_logits[:, :-1].float().reshape(-1, self.config.vocab_size),
+                labels[:, 1:].reshape(-1).to(full_logits.device),
+                ignore_index=-100,
+            )
+        result = CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
+        )
+        return result if return_dict else result.to_tuple()
+
+
+def _llama_config_to_lm2(llama: Any, **memory_options: Any) -> LM2Config:
+    """The LM2Config of a transformers LlamaConfig (or its dict), refusing features LM2 does not implement."""
+    cfg = llama if isinstance(llama, dict) else llama.to_dict()
+    if cfg.get("model_type", "llama") != "llama":
+        raise ValueError(f"from_llama expects a Llama checkpoint, got model_type={cfg.get('model_type')!r}")
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    unsupported = {
+        "attention_bias": cfg.get("attention_bias", False),
+        "mlp_bias": cfg.get("mlp_bias", False),
+        "hidden_act": cfg.get("hidden_act", "silu") != "silu",
+        "rope_type": rope_type not in ("default", "llama3"),
+    }
+    head_dim = cfg.get("head_dim")
+    if head_dim is not None and head_dim * cfg["num_attention_heads"] != cfg["hidden_size"]:
+        unsupported["head_dim"] = True
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ValueError(
+            f"this Llama checkpoint uses features LM2 does not implement: {bad} (supported: no biases, silu, "
+            f"default or llama3 RoPE, head_dim = hidden_size / num_attention_heads); rope={rope}"
+        )
+    fields = dict(
+        vocab_size=cfg["vocab_size"],
+        hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=cfg["num_attention_heads"],
+        num_key_value_heads=cfg.get("num_key_value_heads"),
+        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+        rope_llama3={k: rope[k] for k in LLAMA3_KEYS} if rope_type == "llama3" else None,
+        max_position_embeddings=cfg.get("max_position_embeddings", 2048),
+        initializer_range=cfg.get("initializer_range", 0.02),
+        tie_word_embeddings=cfg.get("tie_word_embeddings", False),
+        bos_token_id=cfg.get("bos_token_id"),
+        eos_token_id=cfg.get("eos_token_id"),
+        pad_token_id=cfg.get("pad_token_id"),
+    )
+    return LM2Config(**{**fields, **memory_options})
+
+
+def _load_llama(path_or_model: Any) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config dict, state dict) of a LlamaForCausalLM object or a local safetensors checkpoint folder."""
+    if isinstance(path_or_model, nn.Module):
+        return path_or_model.config.to_dict(), dict(path_or_model.state_dict())
+    path = Path(path_or_model)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder at {path} (from_llama reads local folders only)")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} has no config.json")
+    _refuse_pickles(path)
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        state.update(load_file(file))
+    return json.loads((path / "config.json").read_text()), state
