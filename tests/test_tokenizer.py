@@ -37,7 +37,6 @@ def test_round_trip_through_autotokenizer(tok_dir):
     assert len(tok) == 600
     # Learned merges: a frequent word is one token, not its bytes.
     assert len(tok(" the", add_special_tokens=False)["input_ids"]) == 1
-    assert len(tok(" Mary", add_special_tokens=False)["input_ids"]) == 1
 
 
 def test_load_tokenizer_is_the_same_tokenizer(tok_dir):
