@@ -60,7 +60,10 @@ def test_whole_latin1_file(tmp_path):
         (b"", "is empty"),
         (b"  \r\n\n\t ", "is empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "binary"),
-        (b"*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n", "no text left"),
+        (
+            b"*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n",
+            "no text left",
+        ),
     ],
 )
 def test_bad_files_are_rejected_with_a_clear_message(tmp_path, content, message):
@@ -106,14 +109,34 @@ def test_decode_text_rejects_binary():
 
 
 def test_synthetic_background_is_seeded_labelled_and_free_of_babi_words():
-    a, b, c = synthetic_background(500, seed=1), synthetic_background(500, seed=1), synthetic_background(500, seed=2)
+    a, b, c = (
+        synthetic_background(500, seed=1),
+        synthetic_background(500, seed=1),
+        synthetic_background(500, seed=2),
+    )
     assert a.sentences == b.sentences and a.sentences != c.sentences
     assert a.name == SYNTHETIC and load_background("synthetic", min_sentences=10).name == SYNTHETIC
     words = {w for s in a.sentences for w in re.findall(r"[a-z]+", s.lower())}
     vocab = set()
     for f in shared_path("babi", "en-train").glob("*.txt"):
         vocab |= set(re.findall(r"[a-z]+", f.read_text().lower()))
-    function_words = {"a", "the", "of", "in", "from", "and", "to", "is", "was", "it", "for", "as", "had", "there", "s"}
+    function_words = {
+        "a",
+        "the",
+        "of",
+        "in",
+        "from",
+        "and",
+        "to",
+        "is",
+        "was",
+        "it",
+        "for",
+        "as",
+        "had",
+        "there",
+        "s",
+    }
     assert words & vocab <= function_words
 
 

@@ -29,7 +29,11 @@ def tok_dir(tmp_path_factory):
 
 def test_round_trip_through_autotokenizer(tok_dir):
     tok = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
-    for text in ["Mary moved to the bathroom.", "Ünïcödé — never seen in training 🙂\n\ttabs", "  two  spaces "]:
+    for text in [
+        "Mary moved to the bathroom.",
+        "Ünïcödé — never seen in training 🙂\n\ttabs",
+        "  two  spaces ",
+    ]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == text
     assert tok.eos_token == EOS_TOKEN and tok.pad_token == PAD_TOKEN
