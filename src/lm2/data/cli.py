@@ -106,6 +106,7 @@ def babilong_command(
     _check_count("samples", samples, 1_000_000)
     budgets = [input_budget(x, prompt_reserve) or 0 for x in token_lengths]
     tok = load_tokenizer(tokenizer)
+    bg = load_background(background, seed=seed, min_sentences=_synthetic_size(max(budgets)))
 
     if babi is not None:
         pools = {t: _babi_samples(babi, t, split) for t in names}
@@ -115,7 +116,6 @@ def babilong_command(
         pool = max(2 * samples, samples + 100)  # spare samples for lengths whose budget some overflow
         pools = {t: generate_samples(t, pool, seed) for t in tqdm(names, desc="generating", unit="task")}
         facts_source = f"generator(seed={seed})"
-    bg = load_background(background, seed=seed, min_sentences=_synthetic_size(max(budgets)))
     written = build_babilong(
         pools, token_lengths, samples, bg, tok, seed, out, prompt_reserve, min_sentence_tokens, facts_source
     )
