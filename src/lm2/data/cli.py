@@ -5,13 +5,13 @@ Each command checks its whole input before it writes anything, and writes every 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from lm2.data.babi.format import find_task_file, read_stories, write_stories
-from lm2.data.babi.types import Sample, Story, parse_tasks
+from lm2.data.babi.types import Sample, parse_tasks
 from lm2.data.babilong import PROMPT_RESERVE, build_babilong, input_budget, parse_lengths
 from lm2.data.background import SYNTHETIC, Background, load_background
 from lm2.data.prompts import answer_text, format_plain
@@ -122,13 +122,12 @@ def babilong_command(
     print(f"wrote {len(written)} files ({len(names)} tasks x {len(token_lengths)} lengths) to {out}")
 
 
-def _story_texts(stories: list[Story]) -> list[str]:
-    # The tokenizer should see facts in the exact prompt layout that training and evaluation use.
+def sample_texts(samples: Iterable[Sample]) -> list[str]:
+    """Tokenizer training text: each sample in the exact prompt layout training and evaluation use."""
     texts = []
-    for story in stories:
-        for s in story.samples():
-            row = {"input": " ".join(s.facts), "question": s.question, "target": s.answer}
-            texts.append(format_plain(row) + answer_text(row))
+    for s in samples:
+        row = {"input": " ".join(s.facts), "question": s.question, "target": s.answer}
+        texts.append(format_plain(row) + answer_text(row))
     return texts
 
 
@@ -167,6 +166,8 @@ def tokenizer_command(
             for s in generate_stories(t, num_stories, seed)
         ]
     bg: Background = load_background(background, seed=seed, min_sentences=50_000)
-    tok = train_tokenizer(_story_texts(stories) + bg.sentences, vocab_size=vocab_size)
+    tok = train_tokenizer(
+        sample_texts(s for story in stories for s in story.samples()) + bg.sentences, vocab_size=vocab_size
+    )
     save_tokenizer(tok, out)
     print(f"wrote a {len(tok)}-token byte-level BPE (background: {bg.name}) to {out}")
