@@ -47,12 +47,14 @@ def test_babi_writes_original_format_files(tmp_path, capsys):
 def test_babilong_from_babi_files_and_generator(tmp_path, capsys, tok_dir):
     babi = shared_path("babi", "en-train")
     out = tmp_path / "set"
+    book = tmp_path / "shakespeare.txt"  # a slice of a real book keeps the test fast
+    book.write_text(shared_path("background", "tinyshakespeare.txt").read_text()[:60_000])
     code, _, err = run(capsys, "data", "babilong", "--tasks", "qa1,qa4", "--lengths", "0k,1k", "--samples", 3,
-                       "--background", shared_path("background", "tinyshakespeare.txt"), "--tokenizer", tok_dir,
+                       "--background", book, "--tokenizer", tok_dir,
                        "--seed", 1, "--out", out, "--babi", babi)  # fmt: skip
     assert code == 0, err
     rows = list(read_jsonl(out / "1k" / "qa4.jsonl"))
-    assert len(rows) == 3 and rows[0]["background"] == "files:tinyshakespeare.txt"
+    assert len(rows) == 3 and rows[0]["background"] == "files:shakespeare.txt"
     assert rows[0]["facts_source"] == f"babi:{babi}"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["files"] == ["0k/qa1.jsonl", "0k/qa4.jsonl", "1k/qa1.jsonl", "1k/qa4.jsonl"]
@@ -68,11 +70,14 @@ def test_babilong_from_babi_files_and_generator(tmp_path, capsys, tok_dir):
 
 def test_tokenizer_command(tmp_path, capsys):
     out = tmp_path / "tok"
-    code, stdout, err = run(capsys, "data", "tokenizer", "--out", out, "--vocab-size", 500, "--tasks", "qa1,qa2",
-                            "--num-stories", 50)  # fmt: skip
+    books = tmp_path / "book.txt"
+    books.write_bytes(b"A short book about caf\xe9s.\r\nIt has three sentences. The end.\r\n" * 20)
+    code, stdout, err = run(capsys, "data", "tokenizer", "--out", out, "--vocab-size", 400, "--tasks", "qa1,qa2",
+                            "--num-stories", 50, "--background", books)  # fmt: skip
     assert code == 0, err
     tok = load_tokenizer(out)
-    assert len(tok) == 500 and "synthetic" in stdout
+    assert len(tok) == 400 and "files:book.txt" in stdout
+    assert tok.decode(tok("cafés")["input_ids"]) == "cafés"
     text = "<context>\nMary went to the kitchen.\n</context>\nQuestion: Where is Mary?\nAnswer: kitchen"
     assert tok.decode(tok(text)["input_ids"]) == text
 

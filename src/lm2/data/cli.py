@@ -64,7 +64,7 @@ def _babi_samples(directory: Path, task: str, split: str) -> list[Sample]:
 
 def _synthetic_size(max_budget: int) -> int:
     # Synthetic sentences hold 16+ tokens under any sensible tokenizer; keep a generous margin.
-    return max(10_000, max_budget // 8 + 1000)
+    return max(2000, max_budget // 8 + 1000)
 
 
 def babilong_command(
@@ -165,7 +165,7 @@ def tokenizer_command(
             for t in tqdm(names, desc="generating", unit="task")
             for s in generate_stories(t, num_stories, seed)
         ]
-    bg: Background = load_background(background, seed=seed, min_sentences=50_000)
+    bg: Background = load_background(background, seed=seed, min_sentences=20_000)
     tok = train_tokenizer(
         sample_texts(s for story in stories for s in story.samples()) + bg.sentences, vocab_size=vocab_size
     )
