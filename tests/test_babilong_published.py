@@ -59,6 +59,10 @@ def test_authors_json_and_json_lines(tmp_path):
     other.mkdir(parents=True)
     (other / "qa1.json").write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")  # datasets' to_json
     assert core(load_published(tmp_path / "lines", ["1k"], ["qa1"])) == EXPECTED
+    hub = tmp_path / "hub" / "data" / "qa1"  # babilong-train-5k-samples: data/<task>/<length>.json
+    hub.mkdir(parents=True)
+    (hub / "1k.json").write_text(json.dumps(ROWS, indent=1))
+    assert core(load_published(tmp_path / "hub", ["1k"], ["qa1"])) == EXPECTED
 
 
 def test_builder_output_loads_back_unchanged(tmp_path):

@@ -5,9 +5,12 @@ The published sets have one *config* per length (``0k`` ... ``128k``) and one *s
 a local folder in any of the layouts they are found in, or from the hub (optional, needs ``datasets``):
 
 * ``ROOT/<config>/<split>.jsonl | .json | .parquet``  — also what ``lm2 data babilong`` writes
-* ``ROOT/[data/]<config>/<split>-*.parquet``          — a download of the hub repository
+* ``ROOT/<config>/<split>-*.parquet``                 — a download of the hub repository (push_to_hub)
 * ``ROOT/<config>/<split>/``                          — ``DatasetDict.save_to_disk`` (Arrow files)
-* ``ROOT/<split>/<config>.json``                      — the authors' ``create_tasks.py`` output
+* ``ROOT/<split>/<config>.json``                      — the authors' ``create_tasks.py`` output, and the
+                                                         hub's ``data/<task>/<length>.json`` files
+
+and each of these with ``<split>`` and ``<config>`` swapped, or under ``ROOT/data/``.
 
 Each row comes back with the builder's core fields — ``input, question, target, task, length,
 length_name`` — plus ``source``, and keeps any other fields the file has (a set written by the
@@ -44,21 +47,22 @@ def _pyarrow() -> Any:
 def find_split_files(root: str | os.PathLike, config: str, split: str) -> list[Path]:
     """The files that hold ``split`` (a task) of ``config`` (a length) under ``root``, in order."""
     root = Path(root)
-    for base in (root / config, root / "data" / config):
-        for suffix in (".jsonl", ".json", ".parquet"):
-            if (base / f"{split}{suffix}").is_file():
-                return [base / f"{split}{suffix}"]
-        shards = sorted(base.glob(f"{split}-*.parquet"))
-        if shards:
-            return shards
-        arrow = sorted((base / split).glob("*.arrow"))
-        if arrow:
-            return arrow
-    if (root / split / f"{config}.json").is_file():
-        return [root / split / f"{config}.json"]
+    for base in (root, root / "data"):
+        for outer, inner in ((config, split), (split, config)):  # config/split or the authors' split/config
+            folder = base / outer
+            for suffix in (".jsonl", ".json", ".parquet"):
+                if (folder / f"{inner}{suffix}").is_file():
+                    return [folder / f"{inner}{suffix}"]
+            shards = sorted(folder.glob(f"{inner}-*.parquet"))
+            if shards:
+                return shards
+            arrow = sorted((folder / inner).glob("*.arrow"))
+            if arrow:
+                return arrow
     raise FileNotFoundError(
         f"no {config}/{split} set under {root}: looked for {config}/{split}.jsonl|.json|.parquet, "
-        f"{config}/{split}-*.parquet, {config}/{split}/*.arrow (save_to_disk) and {split}/{config}.json"
+        f"{config}/{split}-*.parquet, {config}/{split}/*.arrow (save_to_disk), the same with {split} and "
+        f"{config} swapped (the authors' files: {split}/{config}.json), and all of these under data/"
     )
 
 
