@@ -232,3 +232,29 @@ def test_gaps_spread_over_the_whole_input(counter, books, qa2_samples):
         row = build_row(qa2_samples[i], 8000, books, counter, seed=0, sample_id=i)
         depths.append(row["fact_positions"][0]["token_start"] / row["input_tokens"])
     assert min(depths) < 0.2 and np.median(depths) < 0.5
+
+
+def llama2_style_tokenizer():
+    """A tokenizer laid out like Llama-2's: '▁' prepended to the text and spaces turned into '▁'."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    texts = synthetic_background(3000, seed=0).sentences + ["Mary went to the kitchen. Where is Mary?"] * 50
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=800, special_tokens=["<unk>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+def test_lengths_hold_for_sentencepiece_style_tokenizers(tok, counter, qa2_samples):
+    sp = llama2_style_tokenizer()
+    sp_counter = TokenCounter(sp)
+    assert counter.prefix == " " and sp_counter.prefix == ""  # byte-level vs word-start markers
+    bg = prepare_background(synthetic_background(3000, seed=1), sp_counter)
+    for i in range(3):
+        row = build_row(qa2_samples[i], 8000, bg, sp_counter, seed=0, sample_id=i)
+        check_facts_in_order(row)
+        actual = len(sp(row["input"], add_special_tokens=False)["input_ids"])
+        assert abs(actual - 7700) <= 3, actual

@@ -107,23 +107,39 @@ def input_budget(length: int, prompt_reserve: int = PROMPT_RESERVE) -> int | Non
 
 
 class TokenCounter:
-    """Counts tokens of many short texts at once, with the fast backend when there is one."""
+    """Counts tokens of many sentences at once, as each costs inside the space-joined input."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.tokenizer = tokenizer
         self.backend = getattr(tokenizer, "backend_tokenizer", None)
         self.name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+        # Byte-level BPE (GPT-2, Llama-3, ours) folds the joining space into the next word, so a sentence
+        # inside the input costs what " sentence" costs. SentencePiece-style tokenizers (Llama-2, T5) mark
+        # every word's start anyway, and " sentence" would cost one token too many. Find out which.
+        probe = "The cat sat on the mat."
+        alone, spaced, pair = self._lengths([probe, " " + probe, probe + " " + probe])
+        self.prefix = " " if pair == alone + spaced else ""
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.encode(texts)]
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         if self.backend is not None:
             return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def count(self, texts: list[str]) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.encode(texts)), dtype=np.int64, count=len(texts))
+    def count(self, sentences: list[str], in_context: bool = True) -> np.ndarray:
+        """(N,) tokens of each sentence: after a joining space (``in_context``) or at the input's start."""
+        prefix = self.prefix if in_context else ""
+        ids = self.encode([prefix + s for s in sentences])
+        return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(sentences))
 
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    def truncate(self, sentence: str, keep: int) -> str:
+        """The text of the first ``keep`` tokens of ``sentence`` (as it sits after a joining space)."""
+        ids = self.encode([self.prefix + sentence])[0][:keep]
+        return self.tokenizer.decode(
+            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        ).strip()
 
 
 @dataclass
@@ -132,7 +148,7 @@ class PreparedBackground:
 
     name: str
     sentences: list[str]
-    tokens: np.ndarray  # (S,) tokens of " " + sentence, as it sits in the input
+    tokens: np.ndarray  # (S,) tokens of each sentence as it sits in the input, after a space
     cumsum: np.ndarray  # (S + 1,) tokens before sentence i
 
     @property
@@ -144,7 +160,7 @@ def prepare_background(
     background: Background, counter: TokenCounter, min_sentence_tokens: int = MIN_SENTENCE_TOKENS
 ) -> PreparedBackground:
     """Tokenise the background once; drop sentences shorter than ``min_sentence_tokens`` (as the authors)."""
-    tokens = counter.count([" " + s for s in background.sentences])
+    tokens = counter.count(background.sentences)
     keep = np.flatnonzero(tokens >= min_sentence_tokens)
     if len(keep) == 0:
         raise ValueError(
@@ -200,7 +216,7 @@ def build_row(
     task = check_task(sample.task)
     facts = list(sample.facts)
     if fact_tokens is None:
-        fact_tokens = counter.count([" " + f for f in facts])
+        fact_tokens = counter.count(facts)
     budget = input_budget(length, prompt_reserve)
     facts_total = int(fact_tokens.sum())
     rng = _row_rng(seed, task, length, sample_id)
@@ -228,8 +244,7 @@ def build_row(
         overflow = sum(bg_counts) - need
         if overflow > 0:  # cut the last sentence at a token boundary so the input lands on the budget
             keep = bg_counts[-1] - overflow
-            ids = counter.encode([" " + bg_pieces[-1]])[0][:keep]
-            bg_pieces[-1] = counter.decode(ids).strip()
+            bg_pieces[-1] = counter.truncate(bg_pieces[-1], keep)
             bg_counts[-1] = keep
             if not bg_pieces[-1]:  # the kept tokens were only whitespace
                 bg_pieces.pop()
@@ -253,7 +268,7 @@ def build_row(
 
     text = " ".join(pieces)
     if pieces:  # the first piece has no space before it
-        counts[0] = len(counter.encode([pieces[0]])[0])
+        counts[0] = int(counter.count(pieces[:1], in_context=False)[0])
     char_starts = np.concatenate([[0], np.cumsum([len(p) + 1 for p in pieces])])
     token_starts = np.concatenate([[0], np.cumsum(counts)])
     positions = [
@@ -304,7 +319,7 @@ def plan_samples(
         raise ValueError("no bAbI samples to build from")
     task = check_task(samples[0].task)
     order = np.random.default_rng([seed, int(task[2:])]).permutation(len(samples)).tolist()
-    flat = counter.count([" " + f for s in samples for f in s.facts])
+    flat = counter.count([f for s in samples for f in s.facts])
     splits = np.cumsum([len(s.facts) for s in samples])[:-1]
     fact_tokens = np.split(flat, splits)
     totals = np.array([int(t.sum()) for t in fact_tokens])
