@@ -58,7 +58,10 @@ def parse_length(spec: str | int) -> int:
                 f"1m, or an integer"
             )
         scale = {"": 1, "k": 1000, "m": 1_000_000}[m.group(2)]
-        value = round(float(m.group(1)) * scale)
+        exact = float(m.group(1)) * scale
+        if exact != int(exact):
+            raise ValueError(f"bad length {spec!r}: it is not a whole number of tokens")
+        value = int(exact)
     if value < 0:
         raise ValueError(f"length must not be negative, got {spec!r}")
     if value > MAX_LENGTH:
