@@ -86,6 +86,8 @@ def test_parse_length(spec, tokens):
         ("11m", "over the limit"),
         ("big", "bad length"),
         ("4kb", "bad length"),
+        ("1.5", "whole number"),
+        ("1.0005k", "whole number"),
     ],
 )
 def test_bad_lengths(spec, message):
