@@ -87,8 +87,12 @@ def _solve_people(story: Story) -> list[Solution]:
 # --- qa14 -------------------------------------------------------------------------------------------
 
 _WHEN = {"yesterday": 0, "this morning": 1, "this afternoon": 2, "this evening": 3}
-_TIME_FRONT = re.compile(rf"^(Yesterday|This morning|This afternoon|This evening) ([A-Z][a-z]+) {_MOVE_VERB} to the ([a-z]+)\.$")
-_TIME_BACK = re.compile(rf"^([A-Z][a-z]+) {_MOVE_VERB} to the ([a-z]+) (yesterday|this morning|this afternoon|this evening)\.$")
+_TIME_FRONT = re.compile(
+    rf"^(Yesterday|This morning|This afternoon|This evening) ([A-Z][a-z]+) {_MOVE_VERB} to the ([a-z]+)\.$"
+)
+_TIME_BACK = re.compile(
+    rf"^([A-Z][a-z]+) {_MOVE_VERB} to the ([a-z]+) (yesterday|this morning|this afternoon|this evening)\.$"
+)
 _WHERE_WAS = re.compile(r"^Where was ([A-Z][a-z]+) before the ([a-z]+)\?$")
 
 
@@ -334,9 +338,7 @@ def _solve_paths(story: Story) -> list[Solution]:
             out.append(Solution("", (), False))
             continue
         path = routes[0]
-        out.append(
-            Solution(",".join(s[0] for s in path), tuple(s[2] for s in path), len(routes) == 1)
-        )
+        out.append(Solution(",".join(s[0] for s in path), tuple(s[2] for s in path), len(routes) == 1))
     return out
 
 
@@ -365,7 +367,11 @@ def _solve_motivations(story: Story) -> list[Solution]:
             if m:
                 name = m.group(1)
                 known = name in state
-                out.append(Solution(_GOES[state[name][0]] if known else "", (state[name][1],) if known else (), known))
+                out.append(
+                    Solution(
+                        _GOES[state[name][0]] if known else "", (state[name][1],) if known else (), known
+                    )
+                )
                 continue
             m = _WHY_GO.match(text) or _match(_WHY_GET, text, story.task)
             name, target = m.groups()
