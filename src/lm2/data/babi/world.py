@@ -77,6 +77,7 @@ class StoryWriter:
 
     task: str
     lines: list[Statement | Question] = field(default_factory=list)
+    num_questions: int = 0
 
     def say(self, text: str) -> int:
         """Append a statement and return its line id."""
@@ -91,10 +92,7 @@ class StoryWriter:
         if isinstance(self.lines[supporting[0] - 1], Question):
             raise ValueError(f"{self.task}: question {text!r} cites a question as support")
         self.lines.append(Question(text=text, answer=answer, supporting=tuple(supporting)))
-
-    @property
-    def num_questions(self) -> int:
-        return sum(isinstance(line, Question) for line in self.lines)
+        self.num_questions += 1
 
     def story(self) -> Story:
         return Story(task=self.task, lines=list(self.lines))
