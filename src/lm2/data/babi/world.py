@@ -77,6 +77,7 @@ class StoryWriter:
 
     task: str
     lines: list[Statement | Question] = field(default_factory=list)
+    num_questions: int = 0
 
     def say(self, text: str) -> int:
         """Append a statement and return its line id."""
@@ -91,10 +92,7 @@ class StoryWriter:
         if isinstance(self.lines[supporting[0] - 1], Question):
             raise ValueError(f"{self.task}: question {text!r} cites a question as support")
         self.lines.append(Question(text=text, answer=answer, supporting=tuple(supporting)))
-
-    @property
-    def num_questions(self) -> int:
-        return sum(isinstance(line, Question) for line in self.lines)
+        self.num_questions += 1
 
     def story(self) -> Story:
         return Story(task=self.task, lines=list(self.lines))
@@ -103,7 +101,7 @@ class StoryWriter:
 # --- the simulation ---------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Told:
     """A fact the story has stated, with the line that stated it."""
 
@@ -111,12 +109,21 @@ class Told:
     line: int
 
 
-class World:
-    """People who move between rooms and pick up, drop and hand over objects.
+@dataclass(frozen=True)
+class Give:
+    giver: str
+    obj: str
+    receiver: str
+    line: int
 
-    The true state always exists (a person not yet mentioned is somewhere); ``told_*`` hold what the
-    story has said. Objects start unseen: the first person to take one finds it where they stand.
-    Every action method checks that it is possible, writes one sentence and returns its line id.
+
+class World:
+    """People who move between rooms and take, drop and hand over objects.
+
+    The true state always exists (a person not yet mentioned is somewhere); the ``told_*`` fields and
+    the object records hold what the story has said, with the lines that said it, which is what
+    questions may use. Objects start unseen: the first person to take one finds it where they stand.
+    Every action checks that it is possible, writes one sentence and returns its line id.
     """
 
     def __init__(
@@ -132,77 +139,62 @@ class World:
         self.people = tuple(people)
         self.rooms = tuple(rooms)
         self.objects = tuple(objects)
+        # the true state
         self.room_of: dict[str, str] = {p: rng.choice(self.rooms) for p in self.people}
         self.holder: dict[str, str | None] = {o: None for o in self.objects}
         self.object_room: dict[str, str | None] = {o: None for o in self.objects}  # None: unseen
-        self.told_room: dict[str, Told] = {}  # person -> last stated room
-        # object -> the line of the last statement about it (take, drop, give)
-        self.told_object: dict[str, Told] = {}
-        # object -> rooms it was told to be in, in order, each with the lines that tell it
-        self.object_history: dict[str, list[tuple[str, tuple[int, ...]]]] = {o: [] for o in self.objects}
-
-    # -- what the story has told --
+        # what the story has told
+        self.told_room: dict[str, Told] = {}  # person -> the line that last said where they went
+        self.last_object_line: dict[str, int] = {}  # object -> last take / drop / give of it
+        # object -> (room, (object line, room line)): where the story last put it
+        self.object_place: dict[str, tuple[str, tuple[int, int]]] = {}
+        # object -> [(room, line that told the carrier's room)], each time it changed rooms
+        self.object_history: dict[str, list[tuple[str, int]]] = {o: [] for o in self.objects}
+        # person -> object -> lines where they took, dropped, gave or received it
+        self.touched: dict[str, dict[str, list[int]]] = {}
+        self.gives: list[Give] = []
 
     def carried_by(self, person: str) -> list[str]:
-        """Objects ``person`` holds, in the order they were taken."""
-        return [o for o in self._take_order if self.holder[o] == person]
+        """Objects ``person`` holds, in the order they first touched them."""
+        return [o for o in self.touched.get(person, {}) if self.holder[o] == person]
 
-    @property
-    def _take_order(self) -> list[str]:
-        return sorted(
-            (o for o in self.objects if o in self.told_object),
-            key=lambda o: self.told_object[o].line,
-        )
-
-    def told_object_room(self, obj: str) -> tuple[str, tuple[int, ...]] | None:
-        """Where the story says ``obj`` is now, and the lines that say so (object line first)."""
-        history = self.object_history[obj]
-        if not history:
-            return None
-        room, _ = history[-1]
-        holder = self.holder[obj]
-        if holder is not None:
-            told = self.told_room.get(holder)
-            if told is None or told.value != room:
-                return None
-            return room, (self.told_object[obj].line, told.line)
-        return history[-1]
+    def free_objects(self) -> list[str]:
+        return [o for o in self.objects if self.holder[o] is None]
 
     # -- actions --
 
-    def move(self, person: str, verb: str | None = None) -> int:
-        room = self.rng.choice([r for r in self.rooms if r != self.room_of[person]])
-        return self.move_to(person, room, verb)
-
-    def move_to(self, person: str, room: str, verb: str | None = None) -> int:
+    def move(self, person: str, room: str | None = None, verb: str | None = None) -> int:
+        """``person`` goes to ``room`` (a random other room when None) with what they carry."""
+        if room is None:
+            room = self.rng.choice([r for r in self.rooms if r != self.room_of[person]])
         if room == self.room_of[person]:
             raise ValueError(f"{person} is already in the {room}")
-        verb = verb or self.rng.choice(MOVE_VERBS)
-        line = self.writer.say(move_sentence(person, room, verb))
+        line = self.writer.say(move_sentence(person, room, verb or self.rng.choice(MOVE_VERBS)))
         self.room_of[person] = room
         self.told_room[person] = Told(room, line)
-        for obj in self.objects:
-            if self.holder[obj] == person:
-                self.object_room[obj] = room
-                self.object_history[obj].append((room, (self.told_object[obj].line, line)))
+        for obj in self.carried_by(person):
+            self.object_room[obj] = room
+            self.object_place[obj] = (room, (self.last_object_line[obj], line))
+            self._note_room(obj, room, line)
         return line
 
     def can_grab(self, person: str, obj: str) -> bool:
         if self.holder[obj] is not None:
             return False
-        return self.object_room[obj] is None or self.object_room[obj] == self.room_of[person]
+        return self.object_room[obj] in (None, self.room_of[person])
 
     def grab(self, person: str, obj: str, there: bool = True, verb: str | None = None) -> int:
         if not self.can_grab(person, obj):
-            raise ValueError(f"{person} cannot take the {obj}: it is not free in the same room")
+            raise ValueError(f"{person} cannot take the {obj}: it is not lying in their room")
         verb = verb or self.rng.choice(GRAB_VERBS)
         line = self.writer.say(grab_sentence(person, obj, verb, there))
         self.holder[obj] = person
         self.object_room[obj] = self.room_of[person]
-        self.told_object[obj] = Told(person, line)
+        self._touch(person, obj, line)
+        self._place(obj, person, line)
         told = self.told_room.get(person)
         if told is not None:
-            self._note_object_room(obj, told.value, (line, told.line))
+            self._note_room(obj, told.value, told.line)
         return line
 
     def drop(self, person: str, obj: str, there: bool = False, verb: str | None = None) -> int:
@@ -211,10 +203,8 @@ class World:
         verb = verb or self.rng.choice(DROP_VERBS)
         line = self.writer.say(drop_sentence(person, obj, verb, there))
         self.holder[obj] = None
-        self.told_object[obj] = Told(person, line)
-        told = self.told_room.get(person)
-        if told is not None:
-            self._note_object_room(obj, told.value, (line, told.line))
+        self._touch(person, obj, line)
+        self._place(obj, person, line)
         return line
 
     def can_give(self, giver: str, obj: str, receiver: str) -> bool:
@@ -224,15 +214,28 @@ class World:
 
     def give(self, giver: str, obj: str, receiver: str, verb: str | None = None) -> int:
         if not self.can_give(giver, obj, receiver):
-            raise ValueError(f"{giver} cannot give the {obj} to {receiver}")
-        verb = verb or self.rng.choice(GIVE_VERBS)
-        line = self.writer.say(give_sentence(giver, obj, receiver, verb))
+            raise ValueError(f"{giver} cannot give the {obj} to {receiver}: not theirs or not together")
+        line = self.writer.say(give_sentence(giver, obj, receiver, verb or self.rng.choice(GIVE_VERBS)))
         self.holder[obj] = receiver
-        self.told_object[obj] = Told(receiver, line)
+        self._touch(giver, obj, line)
+        self._touch(receiver, obj, line)
+        self.gives.append(Give(giver, obj, receiver, line))
         return line
 
-    def _note_object_room(self, obj: str, room: str, lines: tuple[int, ...]) -> None:
+    # -- bookkeeping of what was told --
+
+    def _touch(self, person: str, obj: str, line: int) -> None:
+        self.touched.setdefault(person, {}).setdefault(obj, []).append(line)
+        self.last_object_line[obj] = line
+
+    def _place(self, obj: str, person: str, line: int) -> None:
+        told = self.told_room.get(person)
+        if told is None:
+            self.object_place.pop(obj, None)
+        else:
+            self.object_place[obj] = (told.value, (line, told.line))
+
+    def _note_room(self, obj: str, room: str, line: int) -> None:
         history = self.object_history[obj]
-        if history and history[-1][0] == room:
-            return
-        history.append((room, lines))
+        if not history or history[-1][0] != room:
+            history.append((room, line))
