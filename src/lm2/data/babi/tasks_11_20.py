@@ -28,6 +28,7 @@ from lm2.data.babi.world import (
     PLACES_QA10,
     ROOMS,
     StoryWriter,
+    grab_sentence,
     move_sentence,
 )
 
@@ -53,6 +54,7 @@ INDUCTION_SPECIES = ("frog", "swan", "lion", "rhino")
 COLORS = ("gray", "white", "yellow", "green")
 # How many other animals share the species of the one asked about (qa16 real files: 88% / 10% / 2%).
 _SAME_SPECIES_WEIGHTS = {1: 0.88, 3: 0.105, 4: 0.015}
+_ASKED_LAST = 0.2
 
 # qa17
 SHAPES = ("triangle", "blue square", "pink rectangle", "red sphere", "red square", "yellow square")
@@ -129,7 +131,9 @@ def conjunction(rng: random.Random) -> Story:
             for person in pair:
                 room[person], told[person] = dest, line
             pairs.append(pair)
-        asked = _recent_pick(rng, pairs, (0.55, 0.35, 0.05, 0.05))
+        # anyone named in the last two statements (now and then, the last four)
+        recent = {p for pair in pairs[-2 if rng.random() < 0.95 else -4 :] for p in pair}
+        asked = rng.choice(sorted(recent))
         w.ask(f"Where is {asked}?", room[asked], (told[asked],))
     return w.story()
 
@@ -205,7 +209,10 @@ def time_reasoning(rng: random.Random) -> Story:
         if q:
             tell_random()
             tell_random()
-        asked, when = rng.choice(answerable())
+        # Mostly about the pair of moves completed last (as in the real files), else any answerable one.
+        options = answerable()
+        newest = max(options, key=lambda o: max(moves[o[0]][o[1]][1], moves[o[0]][o[1] - 1][1]))
+        asked, when = newest if rng.random() < 0.6 else rng.choice(options)
         place, line = moves[asked][when]
         before, before_line = moves[asked][when - 1]
         w.ask(f"Where was {asked} before the {place}?", before, (line, before_line))
@@ -258,20 +265,27 @@ def basic_induction(rng: random.Random) -> Story:
     rng.shuffle(kinds)
     species = dict(zip(others, kinds, strict=True)) | {asked: target}
     color_of = {s: rng.choice(COLORS) for s in INDUCTION_SPECIES}
-    # Introduce the animals in a random order; a colour is told some time after the animal's species.
-    order = rng.sample(names, len(names))
+    # The other four animals: each one's species, then (some statements later) its colour.
+    events: list[tuple[str, bool]] = []  # (name, whether this is its colour)
+    pending = rng.sample(others, len(others))
+    uncolored: list[str] = []
+    while pending or uncolored:
+        if pending and (not uncolored or rng.random() < 0.5):
+            uncolored.append(pending.pop())
+            events.append((uncolored[-1], False))
+        else:
+            events.append((uncolored.pop(rng.randrange(len(uncolored))), True))
+    # The species of the animal asked about comes last, or anywhere (which ends 31% of the stories with
+    # it, as in the real files).
+    at = len(events) if rng.random() < _ASKED_LAST else rng.randrange(len(events) + 1)
+    events.insert(at, (asked, False))
     species_line: dict[str, int] = {}
     color_line: dict[str, int] = {}
-    uncolored: list[str] = []
-    while order or uncolored:
-        if order and (not uncolored or rng.random() < 0.5):
-            name = order.pop(0)
-            species_line[name] = w.say(f"{name} is a {species[name]}.")
-            if name != asked:
-                uncolored.append(name)
-        else:
-            name = uncolored.pop(rng.randrange(len(uncolored)))
+    for name, is_color in events:
+        if is_color:
             color_line[name] = w.say(f"{name} is {color_of[species[name]]}.")
+        else:
+            species_line[name] = w.say(f"{name} is a {species[name]}.")
     witness = max((n for n in others if species[n] == target), key=species_line.__getitem__)
     w.ask(
         f"What color is {asked}?",
@@ -422,7 +436,7 @@ def agents_motivations(rng: random.Random) -> Story:
             w.say(move_sentence(agent, place, rng.choice(MOVE_VERBS)))
             w.ask(f"Why did {name} go to the {place}?", state[agent], (state_line[agent],))
         else:
-            w.say(f"{agent} {rng.choice(GRAB_VERBS)} the {thing} there.")
+            w.say(grab_sentence(agent, thing, rng.choice(GRAB_VERBS), there=True))
             w.ask(f"Why did {name} get the {thing}?", state[agent], (state_line[agent],))
         done[agent] += 1
     return w.story()
