@@ -228,21 +228,18 @@ def basic_deduction(rng: random.Random) -> Story:
     species = list(FEARFUL_SPECIES)
     fears = {s: rng.choice([t for t in species if t != s]) for s in species}
     member = {name: rng.choice(species) for name in FEARFUL_NAMES}
-    # Each name is introduced after the rule about its species: draw from what may come next.
-    rules_left = rng.sample(species, len(species))
-    names_left = rng.sample(FEARFUL_NAMES, len(FEARFUL_NAMES))
+    # A random order of the eight statements in which every name comes after the rule about its kind.
+    while True:
+        order = rng.sample(species + list(FEARFUL_NAMES), len(species) + len(FEARFUL_NAMES))
+        if all(order.index(member[n]) < order.index(n) for n in FEARFUL_NAMES):
+            break
     rule_line: dict[str, int] = {}
     name_line: dict[str, int] = {}
-    while rules_left or names_left:
-        ready = [n for n in names_left if member[n] in rule_line]
-        options = ([rules_left[0]] if rules_left else []) + ready
-        pick = rng.choice(options)
-        if pick in FEARFUL_SPECIES:
-            rules_left.remove(pick)
-            rule_line[pick] = w.say(f"{pick.capitalize()} are afraid of {fears[pick]}.")
+    for item in order:
+        if item in FEARFUL_SPECIES:
+            rule_line[item] = w.say(f"{item.capitalize()} are afraid of {fears[item]}.")
         else:
-            names_left.remove(pick)
-            name_line[pick] = w.say(f"{pick} is a {FEARFUL_SPECIES[member[pick]]}.")
+            name_line[item] = w.say(f"{item} is a {FEARFUL_SPECIES[member[item]]}.")
     for _ in range(4):
         name = rng.choice(FEARFUL_NAMES)
         feared = FEARFUL_SPECIES[fears[member[name]]]
