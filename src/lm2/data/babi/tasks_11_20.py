@@ -374,36 +374,57 @@ def size_reasoning(rng: random.Random) -> Story:
     return w.story()
 
 
+def _routes(
+    cells: set[tuple[int, int]], here: tuple[int, int], goal: tuple[int, int], seen: frozenset
+) -> int:
+    """How many simple routes lead from ``here`` to ``goal`` through neighbouring occupied cells."""
+    if here == goal:
+        return 1
+    total = 0
+    for dx, dy in STEPS.values():
+        nxt = (here[0] + dx, here[1] + dy)
+        if nxt in cells and nxt not in seen:
+            total += _routes(cells, nxt, goal, seen | {nxt})
+    return total
+
+
 def path_finding(rng: random.Random) -> Story:
-    """qa19: five "The office is east of the hallway." facts; "How do you go from the A to the B?" """
+    """qa19: a two-step route and three side rooms; "How do you go from the kitchen to the garden?"
+
+    Each side room hangs off a room of the route, in a free cell that opens no second way (not even
+    through unmentioned neighbouring cells) from the start to the goal.
+    """
     w = StoryWriter("qa19")
-    rooms = rng.sample(ROOMS, len(ROOMS))
-    pos = {rooms[0]: (0, 0)}
-    edges: list[tuple[str, str, str]] = []  # (from, direction, to)
-    for room in rooms[1:]:
-        while True:  # a free cell beside a room already placed
-            anchor = rng.choice(list(pos))
+    start, middle, goal, *side = rng.sample(ROOMS, len(ROOMS))
+    first = rng.choice(DIRECTIONS)
+    second = rng.choice([d for d in DIRECTIONS if d != OPPOSITE[first]])
+    pos = {start: (0, 0), middle: STEPS[first]}
+    pos[goal] = (pos[middle][0] + STEPS[second][0], pos[middle][1] + STEPS[second][1])
+    links = [(start, first, middle), (middle, second, goal)]  # (from, direction, to)
+    for room in side:
+        while True:
+            anchor = rng.choice((start, middle, goal))
             direction = rng.choice(DIRECTIONS)
-            dx, dy = STEPS[direction]
-            cell = (pos[anchor][0] + dx, pos[anchor][1] + dy)
-            if cell not in pos.values():
+            cell = (pos[anchor][0] + STEPS[direction][0], pos[anchor][1] + STEPS[direction][1])
+            cells = set(pos.values()) | {cell}
+            if (
+                cell not in pos.values()
+                and _routes(cells, pos[start], pos[goal], frozenset([pos[start]])) == 1
+            ):
                 break
         pos[room] = cell
-        edges.append((anchor, direction, room))
-    rng.shuffle(edges)
-    step: dict[tuple[str, str], tuple[str, int]] = {}  # (from, to) -> (direction letter, line)
-    for anchor, direction, room in edges:
+        links.append((anchor, direction, room))
+    order = rng.sample(range(len(links)), len(links))
+    line_of: dict[int, int] = {}
+    for i in order:
+        here, direction, there = links[i]
         if rng.random() < 0.5:
-            line = w.say(f"The {room} is {direction} of the {anchor}.")
+            line_of[i] = w.say(f"The {there} is {direction} of the {here}.")
         else:
-            line = w.say(f"The {anchor} is {OPPOSITE[direction]} of the {room}.")
-        step[anchor, room] = (direction[0], line)
-        step[room, anchor] = (OPPOSITE[direction][0], line)
-    # The facts form a tree, so the two-step route between two rooms is the only one.
-    routes = [(a, m, b) for (a, m) in step for (m2, b) in step if m2 == m and b != a]
-    a, m, b = rng.choice(sorted(routes))
-    (d1, l1), (d2, l2) = step[a, m], step[m, b]
-    w.ask(f"How do you go from the {a} to the {b}?", f"{d1},{d2}", (l1, l2))
+            line_of[i] = w.say(f"The {here} is {OPPOSITE[direction]} of the {there}.")
+    w.ask(
+        f"How do you go from the {start} to the {goal}?", f"{first[0]},{second[0]}", (line_of[0], line_of[1])
+    )
     return w.story()
 
 
