@@ -27,7 +27,7 @@ from tests.babi_solvers_11_20 import UnknownSentence, solve
 from tests.conftest import shared_path
 
 TASKS = [f"qa{i}" for i in range(11, 21)]
-NUM_STORIES = 1500  # per task, for the solver check (b)
+NUM_STORIES = 2000  # per task, for the solver check (b)
 NUM_COMPARED = 1000  # per task, for the comparison with the real files (c): the first of those
 # Total-variation distance between two histograms above which they count as different. Every task
 # measures <= 0.06 (see the docs); a clearly different distribution (another task's) measures >= 0.4.
