@@ -37,6 +37,11 @@ from lm2.data.babi.world import (
 PRONOUN = {"Mary": "she", "Sandra": "she", "John": "he", "Daniel": "he"}  # qa11
 # qa11 and qa13 open the second sentence of a pair with one of these
 CONNECTIVES = ("Then", "After that", "Following that", "Afterwards")
+# A question asks about someone named in the last n pairs (qa11, qa13) or statements (qa12), with n drawn
+# from these weights; they reproduce how far back the real questions' supporting facts lie.
+_QA11_WINDOWS = {2: 0.5, 3: 0.5}
+_QA12_WINDOWS = {2: 0.95, 4: 0.05}
+_QA13_WINDOWS = {1: 0.7, 2: 0.3}
 
 # qa14: the four times of day, in order
 TIMES = ("yesterday", "this morning", "this afternoon", "this evening")
@@ -84,10 +89,10 @@ def _weighted(rng: random.Random, weights: dict[int, float]) -> int:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
-def _recent_pick(rng: random.Random, groups: Sequence[Sequence[str]], weights: Sequence[float]) -> str:
-    """A person from one of the most recent ``groups`` (newest last), the newest weighted most."""
-    back = rng.choices(range(min(len(groups), len(weights))), weights=weights[: len(groups)])[0]
-    return rng.choice(groups[-1 - back])
+def _someone_recent(rng: random.Random, groups: Sequence[Sequence[str]], windows: dict[int, float]) -> str:
+    """Anyone named in the last few ``groups`` (newest last); how many is drawn from ``windows``."""
+    window = _weighted(rng, windows)
+    return rng.choice(sorted({person for group in groups[-window:] for person in group}))
 
 
 def _new_room(rng: random.Random, *avoid: str | None) -> str:
@@ -112,7 +117,7 @@ def basic_coreference(rng: random.Random) -> Story:
         second = w.say(f"{rng.choice(CONNECTIVES)} {PRONOUN[person]} {verb} to the {room[person]}.")
         told[person] = (first, second)
         actors.append(person)
-        asked = _recent_pick(rng, [[a] for a in actors], (0.5, 0.35, 0.15))
+        asked = _someone_recent(rng, [[a] for a in actors], _QA11_WINDOWS)
         w.ask(f"Where is {asked}?", room[asked], told[asked])
     return w.story()
 
@@ -131,9 +136,7 @@ def conjunction(rng: random.Random) -> Story:
             for person in pair:
                 room[person], told[person] = dest, line
             pairs.append(pair)
-        # anyone named in the last two statements (now and then, the last four)
-        recent = {p for pair in pairs[-2 if rng.random() < 0.95 else -4 :] for p in pair}
-        asked = rng.choice(sorted(recent))
+        asked = _someone_recent(rng, pairs, _QA12_WINDOWS)
         w.ask(f"Where is {asked}?", room[asked], (told[asked],))
     return w.story()
 
@@ -153,7 +156,7 @@ def compound_coreference(rng: random.Random) -> Story:
         for person in pair:
             room[person], told[person] = dest, (first, second)
         pairs.append(pair)
-        asked = _recent_pick(rng, pairs, (0.85, 0.15))
+        asked = _someone_recent(rng, pairs, _QA13_WINDOWS)
         w.ask(f"Where is {asked}?", room[asked], told[asked])
     return w.story()
 
