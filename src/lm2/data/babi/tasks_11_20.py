@@ -446,7 +446,8 @@ def agents_motivations(rng: random.Random) -> Story:
     waiting = list(agents)  # not yet introduced, in order
     while waiting or any(done[a] < steps[a] for a in state_line):
         started = [a for a in state_line if done[a] < steps[a]]
-        agent = rng.choice(started + waiting[:1])
+        # a new agent is twice as likely as each busy one to act next (as in the real files)
+        agent = rng.choices(started + waiting[:1], weights=[1] * len(started) + [2] * len(waiting[:1]))[0]
         place, thing = MOTIVES[state[agent]]
         name = agent.lower()
         if done[agent] == 0:
