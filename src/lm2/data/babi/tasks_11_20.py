@@ -57,8 +57,9 @@ FEARFUL_NAMES = ("Gertrude", "Winona", "Emily", "Jessica")
 INDUCTION_NAMES = ("Lily", "Bernhard", "Greg", "Julius", "Brian")
 INDUCTION_SPECIES = ("frog", "swan", "lion", "rhino")
 COLORS = ("gray", "white", "yellow", "green")
-# How many other animals share the species of the one asked about (qa16 real files: 88% / 10% / 2%).
+# How many other animals share the species of the one asked about (qa16 real files: 88% / 10.5% / 1.5%).
 _SAME_SPECIES_WEIGHTS = {1: 0.88, 3: 0.105, 4: 0.015}
+# How often the asked animal's species is told last on purpose (it ends 31% of the real stories).
 _ASKED_LAST = 0.2
 
 # qa17
