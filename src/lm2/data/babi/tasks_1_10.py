@@ -225,11 +225,11 @@ def _where_was_object(world: World) -> list[Ask]:
         seen: set[str] = set()
         # walk back from the latest room; each room is asked about at its latest visit
         for i in range(len(history) - 1, 0, -1):
+            if len(seen) == len(world.rooms):
+                break
             room, line = history[i]
             if room in seen:
                 continue
-            if len(seen) == len(world.rooms):
-                break
             seen.add(room)
             before, before_line = history[i - 1]
             asks.append(
