@@ -19,6 +19,7 @@ from lm2.data.babi.format import find_task_file, format_stories, read_stories, w
 from lm2.data.babi.generator import generate_samples, generate_stories, iter_stories
 from lm2.data.babi.tasks_1_10 import GENERATORS
 from lm2.data.babi.types import Question, Statement, Story
+from lm2.data.babi.world import StoryWriter, World
 from tests.babi_solvers_1_10 import Undetermined, Unparsed, solve
 from tests.conftest import shared_path
 
@@ -185,6 +186,29 @@ def test_registry_holds_every_qa1_to_qa10_generator() -> None:
     assert generator.available_tasks()[:10] == TASKS
     story = next(iter_stories("qa1", 0))
     assert story == generate_stories("qa1", 1, 0)[0]
+
+
+def test_world_refuses_impossible_actions() -> None:
+    world = World(random.Random(0), StoryWriter("qa7"))
+    world.move("Mary", "kitchen")
+    with pytest.raises(ValueError, match="already in the kitchen"):
+        world.move("Mary", "kitchen")
+    with pytest.raises(ValueError, match="do not hold it"):
+        world.drop("Mary", "milk")
+    world.grab("Mary", "milk")
+    with pytest.raises(ValueError, match="not lying in their room"):
+        world.grab("John", "milk")
+    world.move("John", "office")
+    with pytest.raises(ValueError, match="not theirs or not together"):
+        world.give("Mary", "milk", "John")
+    world.move("John", "kitchen")
+    world.give("Mary", "milk", "John")
+    assert world.carried_by("John") == ["milk"] and world.carried_by("Mary") == []
+    with pytest.raises(ValueError, match="supporting ids must be ids of earlier statements"):
+        world.writer.ask("Where is Mary?", "kitchen", (9,))
+    world.writer.ask("Where is Mary?", "kitchen", (1,))
+    with pytest.raises(ValueError, match="supporting ids must be"):
+        world.writer.ask("Where is Mary?", "kitchen", (6,))  # line 6 is a question
 
 
 # --- comparison with the real files ------------------------------------------------------------------
