@@ -46,15 +46,15 @@ GENERATORS: dict[str, GeneratorFn] = _load_registry()
 
 
 def available_tasks() -> list[str]:
-    """Tasks that have a generator, in order."""
-    return list(GENERATORS)
+    """Tasks that have a generator, in task order."""
+    return sorted(GENERATORS, key=lambda task: int(task[2:]))
 
 
 def get_generator(task: str) -> tuple[str, GeneratorFn]:
     """The normalised task name and its generator; a clear error for unknown or missing tasks."""
     name = check_task(task)
     if name not in GENERATORS:
-        raise ValueError(f"bAbI task {name} has no generator; tasks with one: {', '.join(GENERATORS)}")
+        raise ValueError(f"bAbI task {name} has no generator; tasks with one: {', '.join(available_tasks())}")
     return name, GENERATORS[name]
 
 

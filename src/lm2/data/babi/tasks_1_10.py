@@ -225,11 +225,11 @@ def _where_was_object(world: World) -> list[Ask]:
         seen: set[str] = set()
         # walk back from the latest room; each room is asked about at its latest visit
         for i in range(len(history) - 1, 0, -1):
+            if len(seen) == len(world.rooms):
+                break
             room, line = history[i]
             if room in seen:
                 continue
-            if len(seen) == len(world.rooms):
-                break
             seen.add(room)
             before, before_line = history[i - 1]
             asks.append(
@@ -380,7 +380,9 @@ def qa8(rng: random.Random) -> Story:
 class _Whereabouts:
     """People whose whereabouts the story states outright, denies, or narrows to two places."""
 
-    def __init__(self, rng: random.Random, task: str, people: tuple[str, ...], rooms: tuple[str, ...]):
+    def __init__(
+        self, rng: random.Random, task: str, people: tuple[str, ...], rooms: tuple[str, ...]
+    ) -> None:
         self.rng = rng
         self.rooms = rooms
         self.people = people
@@ -433,13 +435,7 @@ class _Whereabouts:
                 else:
                     answer = "maybe" if room in rooms else "no"
                 # spread each answer's weight over the rooms that give it
-                n = (
-                    1
-                    if answer == "yes"
-                    else len(rooms)
-                    if answer == "maybe"
-                    else len(self.rooms) - len(rooms)
-                )
+                n = {"yes": 1, "maybe": len(rooms), "no": len(self.rooms) - len(rooms)}[answer]
                 asks.append(Ask(f"Is {person} in the {room}?", answer, (line,), weights[answer] / n))
         return asks
 

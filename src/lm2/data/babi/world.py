@@ -85,12 +85,13 @@ class StoryWriter:
         return len(self.lines)
 
     def ask(self, text: str, answer: str, supporting: Sequence[int]) -> None:
-        next_id = len(self.lines) + 1
-        bad = [s for s in supporting if not (1 <= s < next_id)]
-        if bad or not supporting:
-            raise ValueError(f"{self.task}: question {text!r} has bad supporting ids {list(supporting)}")
-        if isinstance(self.lines[supporting[0] - 1], Question):
-            raise ValueError(f"{self.task}: question {text!r} cites a question as support")
+        """Append a question; ``supporting`` are the ids of the statements that answer it."""
+        statements = {i for i, line in enumerate(self.lines, 1) if isinstance(line, Statement)}
+        if not supporting or any(s not in statements for s in supporting):
+            raise ValueError(
+                f"{self.task}: question {text!r} cites {list(supporting)}; supporting ids must be "
+                f"ids of earlier statements (lines 1 to {len(self.lines)} that are not questions)"
+            )
         self.lines.append(Question(text=text, answer=answer, supporting=tuple(supporting)))
         self.num_questions += 1
 
