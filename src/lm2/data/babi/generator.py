@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from lm2.data.babi.types import TASK_SLUGS, Sample, Story, check_task
 
@@ -46,15 +46,15 @@ GENERATORS: dict[str, GeneratorFn] = _load_registry()
 
 
 def available_tasks() -> list[str]:
-    """Tasks that have a generator, in order."""
-    return list(GENERATORS)
+    """Tasks that have a generator, in task order."""
+    return sorted(GENERATORS, key=lambda task: int(task[2:]))
 
 
 def get_generator(task: str) -> tuple[str, GeneratorFn]:
     """The normalised task name and its generator; a clear error for unknown or missing tasks."""
     name = check_task(task)
     if name not in GENERATORS:
-        raise ValueError(f"bAbI task {name} has no generator; tasks with one: {', '.join(GENERATORS)}")
+        raise ValueError(f"bAbI task {name} has no generator; tasks with one: {', '.join(available_tasks())}")
     return name, GENERATORS[name]
 
 
@@ -69,24 +69,28 @@ def _check_count(value: int, what: str) -> None:
         raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
 
 
+def iter_stories(task: str, seed: int) -> Iterator[Story]:
+    """The endless stream of ``task``'s stories for ``seed``; every function here takes from its start."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    name, fn = get_generator(task)
+    rng = task_rng(name, seed)
+    while True:
+        yield fn(rng)
+
+
 def generate_stories(task: str, num_stories: int, seed: int) -> list[Story]:
     """``num_stories`` stories of ``task`` ("qa1", "QA1" or "1"), reproducible from ``seed``."""
     _check_count(num_stories, "num_stories")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    name, fn = get_generator(task)
-    rng = task_rng(name, seed)
-    return [fn(rng) for _ in range(num_stories)]
+    stream = iter_stories(task, seed)
+    return [next(stream) for _ in range(num_stories)]
 
 
 def generate_samples(task: str, num_samples: int, seed: int) -> list[Sample]:
-    """Exactly ``num_samples`` samples (one per question) from as many stories as that takes."""
+    """Exactly ``num_samples`` samples (one per question, in story order) from the stories it takes."""
     _check_count(num_samples, "num_samples")
-    name, fn = get_generator(task)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    rng = task_rng(name, seed)
+    stream = iter_stories(task, seed)
     samples: list[Sample] = []
     while len(samples) < num_samples:
-        samples.extend(fn(rng).samples())
+        samples.extend(next(stream).samples())
     return samples[:num_samples]

@@ -77,6 +77,7 @@ class StoryWriter:
 
     task: str
     lines: list[Statement | Question] = field(default_factory=list)
+    num_questions: int = 0
 
     def say(self, text: str) -> int:
         """Append a statement and return its line id."""
@@ -84,17 +85,15 @@ class StoryWriter:
         return len(self.lines)
 
     def ask(self, text: str, answer: str, supporting: Sequence[int]) -> None:
-        next_id = len(self.lines) + 1
-        bad = [s for s in supporting if not (1 <= s < next_id)]
-        if bad or not supporting:
-            raise ValueError(f"{self.task}: question {text!r} has bad supporting ids {list(supporting)}")
-        if isinstance(self.lines[supporting[0] - 1], Question):
-            raise ValueError(f"{self.task}: question {text!r} cites a question as support")
+        """Append a question; ``supporting`` are the ids of the statements that answer it."""
+        statements = {i for i, line in enumerate(self.lines, 1) if isinstance(line, Statement)}
+        if not supporting or any(s not in statements for s in supporting):
+            raise ValueError(
+                f"{self.task}: question {text!r} cites {list(supporting)}; supporting ids must be "
+                f"ids of earlier statements (lines 1 to {len(self.lines)} that are not questions)"
+            )
         self.lines.append(Question(text=text, answer=answer, supporting=tuple(supporting)))
-
-    @property
-    def num_questions(self) -> int:
-        return sum(isinstance(line, Question) for line in self.lines)
+        self.num_questions += 1
 
     def story(self) -> Story:
         return Story(task=self.task, lines=list(self.lines))
