@@ -170,4 +170,7 @@ def tokenizer_command(
         sample_texts(s for story in stories for s in story.samples()) + bg.sentences, vocab_size=vocab_size
     )
     save_tokenizer(tok, out)
-    print(f"wrote a {len(tok)}-token byte-level BPE (background: {bg.name}) to {out}")
+    note = ""
+    if len(tok) < vocab_size:  # BPE stops when every word of the training text is a single token
+        note = f"; {vocab_size} were asked for, but the training text has no more merges to learn"
+    print(f"wrote a {len(tok)}-token byte-level BPE (background: {bg.name}) to {out}{note}")
