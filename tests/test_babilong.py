@@ -36,7 +36,10 @@ def counter(tok):
 
 @pytest.fixture(scope="module")
 def books(counter):
-    return prepare_background(file_background(shared_path("background")), counter)
+    # One real Gutenberg book (raw: header, licence, CRLF) is enough haystack for 32k and keeps this fast.
+    return prepare_background(
+        file_background(shared_path("background", "pg3261-news-from-nowhere.txt")), counter
+    )
 
 
 @pytest.fixture(scope="module")
@@ -183,17 +186,19 @@ def test_facts_over_budget(counter, books):
 
 
 def test_plan_uses_the_same_samples_where_they_fit(counter, qa2_samples):
-    plan, fact_tokens = plan_samples(qa2_samples, [0, 1000, 4000], 30, counter, seed=0)
+    plan, fact_tokens = plan_samples(qa2_samples[:300], [0, 1000, 4000], 30, counter, seed=0)
     assert plan[0] == plan[4000]  # nothing is too long for 4k
     assert all(int(fact_tokens[i].sum()) <= 700 for i in plan[1000])
-    other, _ = plan_samples(qa2_samples, [0], 30, counter, seed=1)
+    other, _ = plan_samples(qa2_samples[:300], [0], 30, counter, seed=1)
     assert other[0] != plan[0]
 
 
 def test_build_writes_the_published_layout(tmp_path, tok, qa2_samples):
     out = tmp_path / "set"
     bg = synthetic_background(3000, seed=0)
-    files = build_babilong({"qa2": qa2_samples}, [0, 1000, 2000], 5, bg, tok, seed=0, out=out, progress=False)
+    files = build_babilong(
+        {"qa2": qa2_samples[:200]}, [0, 1000, 2000], 5, bg, tok, seed=0, out=out, progress=False
+    )
     assert [str(f.relative_to(out)) for f in files] == ["0k/qa2.jsonl", "1k/qa2.jsonl", "2k/qa2.jsonl"]
     rows = list(read_jsonl(out / "2k" / "qa2.jsonl"))
     assert len(rows) == 5 and all(r["background"] == "synthetic" for r in rows)
@@ -202,7 +207,7 @@ def test_build_writes_the_published_layout(tmp_path, tok, qa2_samples):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["background"] == "synthetic" and manifest["lengths"] == ["0k", "1k", "2k"]
     again = tmp_path / "again"
-    build_babilong({"qa2": qa2_samples}, [0, 1000, 2000], 5, bg, tok, seed=0, out=again, progress=False)
+    build_babilong({"qa2": qa2_samples[:200]}, [0, 1000, 2000], 5, bg, tok, seed=0, out=again, progress=False)
     assert (again / "2k" / "qa2.jsonl").read_bytes() == (out / "2k" / "qa2.jsonl").read_bytes()
 
 
@@ -210,10 +215,19 @@ def test_build_checks_everything_before_writing(tmp_path, tok, qa2_samples):
     short = Background("short", ["This background sentence is long enough to count as one."] * 50)
     with pytest.raises(ValueError, match="too short for length 8k"):
         build_babilong(
-            {"qa2": qa2_samples}, [0, 1000, 8000], 5, short, tok, seed=0, out=tmp_path / "x", progress=False
+            {"qa2": qa2_samples[:200]},
+            [0, 1000, 8000],
+            5,
+            short,
+            tok,
+            seed=0,
+            out=tmp_path / "x",
+            progress=False,
         )
     with pytest.raises(ValueError, match="another task"):
-        build_babilong({"qa1": qa2_samples}, [0], 5, short, tok, seed=0, out=tmp_path / "x", progress=False)
+        build_babilong(
+            {"qa1": qa2_samples[:200]}, [0], 5, short, tok, seed=0, out=tmp_path / "x", progress=False
+        )
     assert not (tmp_path / "x").exists()
 
 
