@@ -97,6 +97,7 @@ def test_split_sentences():
         "They walked!",
         "New paragraph",
     ]
+    assert split_sentences("He said no. Then he left.") == ["He said no.", "Then he left."]
 
 
 def test_strip_gutenberg_leaves_plain_text_alone():

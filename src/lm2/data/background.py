@@ -108,7 +108,7 @@ def strip_gutenberg(text: str) -> str:
 # Abbreviations after which a full stop does not end a sentence.
 _ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "st", "sr", "jr", "mt", "prof", "rev", "gen", "col", "capt", "lt", "sgt",
-    "no", "vol", "ch", "fig", "vs", "etc", "esq", "hon", "messrs", "mme", "mlle", "ibid", "i.e", "e.g",
+    "vol", "ch", "fig", "vs", "etc", "esq", "hon", "messrs", "mme", "mlle", "ibid", "i.e", "e.g",
 }  # fmt: skip
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by space and an opening capital,
 # digit or quote.
