@@ -87,3 +87,18 @@ def test_missing_sets_and_bad_rows(tmp_path):
     with pytest.raises(ValueError, match="unknown bAbI task"):
         list(load_published(tmp_path, ["1k"], ["qa21"]))
     assert find_split_files(tmp_path, "1k", "qa1") == [tmp_path / "1k" / "qa1.jsonl"]
+
+
+def test_folders_written_by_the_datasets_library(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    sets = datasets.DatasetDict(
+        {"qa1": datasets.Dataset.from_list(ROWS), "qa2": datasets.Dataset.from_list(ROWS[:1])}
+    )
+    sets.save_to_disk(str(tmp_path / "disk" / "1k"))
+    assert core(load_published(tmp_path / "disk", ["1k"], ["qa1"])) == EXPECTED
+    (tmp_path / "files" / "1k").mkdir(parents=True)
+    sets["qa1"].to_parquet(str(tmp_path / "files" / "1k" / "qa1-00000-of-00001.parquet"))
+    sets["qa1"].to_json(str(tmp_path / "files" / "1k" / "qa2.json"))
+    rows = list(load_published(tmp_path / "files", ["1k"], ["qa1", "qa2"]))
+    assert [r["input"] for r in rows] == [r["input"] for r in ROWS] * 2

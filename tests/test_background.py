@@ -168,3 +168,23 @@ def test_pg19_without_datasets_says_how_to_install(tmp_path, monkeypatch):
     (tmp_path / "books.parquet").write_bytes(b"PAR1")
     with pytest.raises(MissingDependency, match="datasets"):
         pg19_background(tmp_path)
+
+
+def test_pg19_folders_written_by_the_datasets_library(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    books = datasets.Dataset.from_list(
+        [
+            {"short_book_title": "A", "text": "It was a dark night. The wind blew."},
+            {"short_book_title": "B", "text": "Day came."},
+        ]
+    )
+    datasets.DatasetDict({"test": books}).save_to_disk(str(tmp_path / "disk"))
+    (tmp_path / "parquet").mkdir()
+    books.to_parquet(str(tmp_path / "parquet" / "test-00000-of-00001.parquet"))
+    for folder in ("disk", "parquet"):
+        bg = pg19_background(tmp_path / folder)
+        assert bg.sentences == ["It was a dark night.", "The wind blew.", "Day came."] and bg.documents == [
+            "A",
+            "B",
+        ]
