@@ -218,11 +218,17 @@ def pg19_background(
         raise FileNotFoundError(f"PG19 folder not found: {source}")
     else:
         datasets = _require_datasets()
-        ds = datasets.load_dataset("deepmind/pg19", split=split, streaming=True)
-        for i, row in enumerate(ds):
-            if max_books is not None and i >= max_books:
-                break
-            texts.append((str(row.get("short_book_title", i)), row["text"]))
+        try:
+            ds = datasets.load_dataset("deepmind/pg19", split=split, streaming=True)
+            for i, row in enumerate(ds):
+                if max_books is not None and i >= max_books:
+                    break
+                texts.append((str(row.get("short_book_title", i)), row["text"]))
+        except (OSError, ConnectionError, ValueError, RuntimeError) as err:  # offline, gated, renamed ...
+            raise ValueError(
+                f"could not read deepmind/pg19 from the hub ({type(err).__name__}: {err}); download PG19 and "
+                f"pass --background pg19:FOLDER"
+            ) from err
         label = f"pg19:hub:{split}"
     if not texts:
         raise ValueError(f"no PG19 books found in {source or 'the hub'} (split {split!r})")

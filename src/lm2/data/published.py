@@ -144,6 +144,12 @@ def _load_hub(repo: str, config: str, task: str, length: int) -> Iterator[dict[s
             "loading BABILong from the hub needs the Hugging Face 'datasets' package: pip install 'lm2[pg19]' "
             "(or download the set and give its folder)"
         ) from None
-    ds = datasets.load_dataset(repo, config, split=task)
+    try:
+        ds = datasets.load_dataset(repo, config, split=task)
+    except (OSError, ConnectionError, ValueError, RuntimeError) as err:  # offline, missing config ...
+        raise ValueError(
+            f"could not read {repo} {config}/{task} from the hub ({type(err).__name__}: {err}); download the "
+            f"set and give its folder"
+        ) from err
     for i, record in enumerate(ds):
         yield _to_row(record, task, length, f"hub:{repo}", f"{repo} {config}/{task} row {i}")
