@@ -22,6 +22,11 @@ from typing import Any, Literal
 COMMANDS: dict[str, Any] = {
     "demo": "lm2.models.lm2.commands:demo",
     "params": "lm2.models.lm2.commands:params",
+    "data": {
+        "babi": "lm2.data.cli:babi_command",
+        "babilong": "lm2.data.cli:babilong_command",
+        "tokenizer": "lm2.data.cli:tokenizer_command",
+    },
 }
 
 _GROUP_HELP = {
