@@ -17,7 +17,7 @@ import pytest
 from lm2.data.babi import generator
 from lm2.data.babi.format import find_task_file, format_stories, read_stories, write_stories
 from lm2.data.babi.generator import generate_samples, generate_stories, iter_stories
-from lm2.data.babi.tasks_1_10 import GENERATORS
+from lm2.data.babi.tasks_1_10 import ACTIONS, GENERATORS, act_with_objects
 from lm2.data.babi.types import Question, Statement, Story
 from lm2.data.babi.world import StoryWriter, World
 from tests.babi_solvers_1_10 import Undetermined, Unparsed, solve
@@ -209,6 +209,24 @@ def test_world_refuses_impossible_actions() -> None:
     world.writer.ask("Where is Mary?", "kitchen", (1,))
     with pytest.raises(ValueError, match="supporting ids must be"):
         world.writer.ask("Where is Mary?", "kitchen", (6,))  # line 6 is a question
+
+
+def test_what_the_world_tells_is_always_true() -> None:
+    for task, actions in ACTIONS.items():
+        world = World(random.Random(task), StoryWriter(task))
+        for _ in range(1500):
+            act_with_objects(world, actions)
+            for person, told in world.told_room.items():
+                assert told.value == world.room_of[person]
+            for obj, (room, _) in world.object_place.items():
+                holder = world.holder[obj]
+                assert room == (world.object_room[obj] if holder is None else world.room_of[holder])
+            for obj, history in world.object_history.items():
+                if history and world.holder[obj] is not None and obj in world.object_place:
+                    assert history[-1][0] == world.room_of[world.holder[obj]]
+            assert sum(len(world.carried_by(p)) for p in world.people) == sum(
+                h is not None for h in world.holder.values()
+            )
 
 
 # --- comparison with the real files ------------------------------------------------------------------
