@@ -7,10 +7,14 @@ stories to the real files' vocabulary, answer labels, story shapes and fact-coun
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
+import sys
 from collections import Counter
 from functools import cache
+from pathlib import Path
 
 import pytest
 
@@ -150,6 +154,21 @@ def test_a_task_stream_does_not_depend_on_other_tasks_or_global_random() -> None
     assert generate_stories("qa2", 10, seed=3) == alone
     # a longer run starts with the shorter one
     assert generate_stories("qa2", 25, seed=3)[:10] == alone
+
+
+def test_stories_are_the_same_in_another_process() -> None:
+    # catches iteration over sets or dicts of str, whose order changes with PYTHONHASHSEED
+    code = (
+        "from lm2.data.babi.generator import generate_stories\n"
+        "from lm2.data.babi.format import format_stories\n"
+        "for i in range(1, 11):\n"
+        "    print(format_stories(generate_stories(f'qa{i}', 5, 11)), end='')\n"
+    )
+    here = "".join(format_stories(generate_stories(task, 5, 11)) for task in TASKS)
+    src = str(Path(generator.__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": src}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout == here
 
 
 def test_generate_samples_gives_exactly_the_number_asked() -> None:
