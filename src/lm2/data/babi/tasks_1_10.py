@@ -50,12 +50,14 @@ class Pacing:
     """When questions come. After every ``statements`` statements the story may ask one question: right
     after a question, that question again (``repeat``); else one about the statements just made
     (``fresh``); else one about anything told so far (``stale``), each with the given chance when such
-    a question exists. The story's first question comes with chance ``first`` (when given) instead."""
+    a question exists. Before the story's first question, ``first_fresh`` and ``first_stale`` (when
+    given) replace ``fresh`` and ``stale``."""
 
     repeat: float
     fresh: float
     stale: float
-    first: float | None = None
+    first_fresh: float | None = None
+    first_stale: float | None = None
     statements: int = 2
     questions: int = 5
 
@@ -83,12 +85,15 @@ def tell(
         again = [a for a in asks if a.text == previous]
         previous = None
         fresh = [a for a in asks if max(a.supporting) > before]
-        opening = writer.num_questions == 0 and pacing.first is not None
+        p_fresh, p_stale = pacing.fresh, pacing.stale
+        if writer.num_questions == 0:
+            p_fresh = p_fresh if pacing.first_fresh is None else pacing.first_fresh
+            p_stale = p_stale if pacing.first_stale is None else pacing.first_stale
         if again and rng.random() < pacing.repeat:
             ask = again[0]
-        elif fresh and rng.random() < (pacing.first if opening else pacing.fresh):
+        elif fresh and rng.random() < p_fresh:
             ask = _pick(rng, fresh)
-        elif asks and rng.random() < (pacing.first if opening else pacing.stale):
+        elif asks and rng.random() < p_stale:
             ask = _pick(rng, asks)
         else:
             continue
@@ -117,11 +122,11 @@ class Actions:
 PACING: dict[str, Pacing] = {
     "qa1": Pacing(repeat=0.2, fresh=0.65, stale=1.0),
     "qa2": Pacing(repeat=0.5, fresh=0.55, stale=0.05),
-    "qa3": Pacing(repeat=0.42, fresh=0.16, stale=0.02),
-    "qa5": Pacing(repeat=0.1, fresh=0.75, stale=0.85, first=0.3),
+    "qa3": Pacing(repeat=0.42, fresh=0.11, stale=0.02, first_fresh=0.25),
+    "qa5": Pacing(repeat=0.1, fresh=0.75, stale=0.85, first_fresh=0.3, first_stale=0.3),
     "qa6": Pacing(repeat=0.08, fresh=0.72, stale=1.0),
-    "qa7": Pacing(repeat=0.4, fresh=0.8, stale=0.95, first=0.7),
-    "qa8": Pacing(repeat=0.4, fresh=0.8, stale=0.95, first=0.7),
+    "qa7": Pacing(repeat=0.4, fresh=0.8, stale=0.95, first_fresh=0.7, first_stale=0.7),
+    "qa8": Pacing(repeat=0.4, fresh=0.8, stale=0.95, first_fresh=0.7, first_stale=0.7),
     "qa9": Pacing(repeat=0.06, fresh=0.78, stale=1.0),
     "qa10": Pacing(repeat=0.04, fresh=0.77, stale=1.0),
 }

@@ -159,9 +159,6 @@ class World:
         """Objects ``person`` holds, in the order they first touched them."""
         return [o for o in self.touched.get(person, {}) if self.holder[o] == person]
 
-    def free_objects(self) -> list[str]:
-        return [o for o in self.objects if self.holder[o] is None]
-
     # -- actions --
 
     def move(self, person: str, room: str | None = None, verb: str | None = None) -> int:
