@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from lm2.data.babi.types import Story
 from lm2.data.babi.world import (
@@ -35,8 +36,7 @@ from lm2.data.babi.world import (
 MAX_LINES = 2000
 
 
-@dataclass(frozen=True)
-class Ask:
+class Ask(NamedTuple):
     """A question the story can answer now."""
 
     text: str
@@ -144,7 +144,8 @@ def act_with_objects(world: World, actions: Actions) -> None:
     """One random possible action, its kind drawn by ``actions``' weights among the possible kinds."""
     rng = world.rng
     held = [(h, o) for o in world.objects if (h := world.holder[o]) is not None]
-    grabs = [(p, o) for p in world.people for o in world.objects if world.can_grab(p, o)]
+    free = [o for o in world.objects if world.holder[o] is None]
+    grabs = [(p, o) for p in world.people for o in free if world.can_grab(p, o)]
     gives = [(g, o, r) for g, o in held for r in world.people if world.can_give(g, o, r)]
     kinds, weights = ["move"], [actions.move]
     for kind, options, weight in (
@@ -227,21 +228,17 @@ def qa2(rng: random.Random) -> Story:
 def _where_was_object(world: World) -> list[Ask]:
     asks = []
     for obj, history in world.object_history.items():
-        seen: set[str] = set()
-        # walk back from the latest room; each room is asked about at its latest visit
-        for i in range(len(history) - 1, 0, -1):
-            if len(seen) == len(world.rooms):
-                break
-            room, line = history[i]
-            if room in seen:
+        # each room is asked about at its latest visit, the latest room first
+        latest = {room: i for i, (room, _) in enumerate(history)}
+        for room, i in sorted(latest.items(), key=lambda kv: -kv[1]):
+            if i == 0:
                 continue
-            seen.add(room)
             before, before_line = history[i - 1]
             asks.append(
                 Ask(
                     f"Where was the {obj} before the {room}?",
                     before,
-                    (world.last_object_line[obj], line, before_line),
+                    (world.last_object_line[obj], history[i][1], before_line),
                     weight=1.0 if i == len(history) - 1 else 0.1,
                 )
             )
