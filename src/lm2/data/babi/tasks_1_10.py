@@ -128,8 +128,8 @@ PACING: dict[str, Pacing] = {
     "qa3": Pacing(repeat=0.42, fresh=0.08, stale=0.045, first_fresh=0.22),
     "qa5": Pacing(repeat=0.1, fresh=0.8, stale=0.9, first_fresh=0.4, first_stale=0.4),
     "qa6": Pacing(repeat=0.08, fresh=0.4, stale=1.0),
-    "qa7": Pacing(repeat=0.4, fresh=0.8, stale=0.95, first_fresh=0.7, first_stale=0.7),
-    "qa8": Pacing(repeat=0.4, fresh=0.8, stale=0.95, first_fresh=0.7, first_stale=0.7),
+    "qa7": Pacing(repeat=0.4, fresh=0.9, stale=1.0, first_fresh=0.85, first_stale=0.85),
+    "qa8": Pacing(repeat=0.4, fresh=0.9, stale=1.0, first_fresh=0.85, first_stale=0.85),
     "qa9": Pacing(repeat=0.06, fresh=0.4, stale=1.0),
     "qa10": Pacing(repeat=0.04, fresh=0.4, stale=1.0),
 }
