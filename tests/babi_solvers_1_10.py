@@ -48,7 +48,7 @@ class Undetermined(Exception):
 
 
 class Unparsed(Exception):
-    """A line matches none of the sentence patterns of qa1-qa10."""
+    """A line matches none of the qa1-qa10 sentence patterns, or tells of an impossible action."""
 
 
 @dataclass

@@ -292,6 +292,26 @@ def test_story_shape_matches_real_files(task: str) -> None:
     assert abs(sum(gs) / len(gs) - sum(rs) / len(rs)) <= 0.15 * sum(rs) / len(rs)
 
 
+def statements_since_support(stories: tuple[Story, ...]) -> Counter:
+    """How many statements come between each question and its latest supporting fact."""
+    out: Counter = Counter()
+    for story in stories:
+        for line_id, q in questions(story):
+            between = story.lines[max(q.supporting) : line_id - 1]
+            out[sum(isinstance(line, Statement) for line in between)] += 1
+    return out
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_questions_are_about_recent_facts_as_in_real_files(task: str) -> None:
+    # in the original files a question's latest supporting fact is one of the last five statements
+    ref, gen = statements_since_support(real(task)), statements_since_support(generated(task))
+    assert max(ref) <= 4
+    assert max(gen) <= 4
+    # and as often one of the last two (qa4: always, its question follows both facts)
+    assert abs((gen[0] + gen[1]) / gen.total() - (ref[0] + ref[1]) / ref.total()) < 0.1
+
+
 # Largest KS statistic allowed between generated and real facts-per-sample distributions. With 1000
 # real samples, identical distributions give about 0.05 at the 95th percentile; the check below shows
 # that a clearly different distribution lands far above it.

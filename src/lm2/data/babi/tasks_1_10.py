@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from lm2.data.babi.types import Story
 from lm2.data.babi.world import (
@@ -35,8 +36,7 @@ from lm2.data.babi.world import (
 MAX_LINES = 2000
 
 
-@dataclass(frozen=True)
-class Ask:
+class Ask(NamedTuple):
     """A question the story can answer now."""
 
     text: str
@@ -49,9 +49,10 @@ class Ask:
 class Pacing:
     """When questions come. After every ``statements`` statements the story may ask one question: right
     after a question, that question again (``repeat``); else one about the statements just made
-    (``fresh``); else one about anything told so far (``stale``), each with the given chance when such
-    a question exists. Before the story's first question, ``first_fresh`` and ``first_stale`` (when
-    given) replace ``fresh`` and ``stale``."""
+    (``fresh``); else one about an older fact (``stale``), each with the given chance when such a
+    question exists. Before the story's first question, ``first_fresh`` and ``first_stale`` (when
+    given) replace ``fresh`` and ``stale``. As in the original files, a question's latest supporting
+    fact is always one of the last ``window`` statements."""
 
     repeat: float
     fresh: float
@@ -60,6 +61,7 @@ class Pacing:
     first_stale: float | None = None
     statements: int = 2
     questions: int = 5
+    window: int = 5
 
 
 def _pick(rng: random.Random, asks: list[Ask]) -> Ask:
@@ -81,7 +83,8 @@ def tell(
         before = len(writer.lines)
         for _ in range(pacing.statements):
             act()
-        asks = questions()
+        oldest = writer.recent_statement(pacing.window)
+        asks = [a for a in questions() if max(a.supporting) >= oldest]
         again = [a for a in asks if a.text == previous]
         previous = None
         fresh = [a for a in asks if max(a.supporting) > before]
@@ -120,15 +123,15 @@ class Actions:
 
 # Fitted to the original training files (scripts/compare_babi.py measures the fit).
 PACING: dict[str, Pacing] = {
-    "qa1": Pacing(repeat=0.2, fresh=0.65, stale=1.0),
-    "qa2": Pacing(repeat=0.5, fresh=0.55, stale=0.05),
-    "qa3": Pacing(repeat=0.42, fresh=0.11, stale=0.02, first_fresh=0.25),
-    "qa5": Pacing(repeat=0.1, fresh=0.75, stale=0.85, first_fresh=0.3, first_stale=0.3),
-    "qa6": Pacing(repeat=0.08, fresh=0.72, stale=1.0),
-    "qa7": Pacing(repeat=0.4, fresh=0.8, stale=0.95, first_fresh=0.7, first_stale=0.7),
-    "qa8": Pacing(repeat=0.4, fresh=0.8, stale=0.95, first_fresh=0.7, first_stale=0.7),
-    "qa9": Pacing(repeat=0.06, fresh=0.78, stale=1.0),
-    "qa10": Pacing(repeat=0.04, fresh=0.77, stale=1.0),
+    "qa1": Pacing(repeat=0.2, fresh=0.4, stale=1.0),
+    "qa2": Pacing(repeat=0.6, fresh=0.4, stale=0.25),
+    "qa3": Pacing(repeat=0.42, fresh=0.08, stale=0.045, first_fresh=0.22),
+    "qa5": Pacing(repeat=0.1, fresh=0.8, stale=0.9, first_fresh=0.4, first_stale=0.4),
+    "qa6": Pacing(repeat=0.08, fresh=0.4, stale=1.0),
+    "qa7": Pacing(repeat=0.4, fresh=0.9, stale=1.0, first_fresh=0.85, first_stale=0.85),
+    "qa8": Pacing(repeat=0.4, fresh=0.9, stale=1.0, first_fresh=0.85, first_stale=0.85),
+    "qa9": Pacing(repeat=0.06, fresh=0.4, stale=1.0),
+    "qa10": Pacing(repeat=0.04, fresh=0.4, stale=1.0),
 }
 ACTIONS: dict[str, Actions] = {
     "qa2": Actions(move=0.55, grab=0.23, drop=0.22),
@@ -144,7 +147,8 @@ def act_with_objects(world: World, actions: Actions) -> None:
     """One random possible action, its kind drawn by ``actions``' weights among the possible kinds."""
     rng = world.rng
     held = [(h, o) for o in world.objects if (h := world.holder[o]) is not None]
-    grabs = [(p, o) for p in world.people for o in world.objects if world.can_grab(p, o)]
+    free = [o for o in world.objects if world.holder[o] is None]
+    grabs = [(p, o) for p in world.people for o in free if world.can_grab(p, o)]
     gives = [(g, o, r) for g, o in held for r in world.people if world.can_give(g, o, r)]
     kinds, weights = ["move"], [actions.move]
     for kind, options, weight in (
@@ -227,21 +231,17 @@ def qa2(rng: random.Random) -> Story:
 def _where_was_object(world: World) -> list[Ask]:
     asks = []
     for obj, history in world.object_history.items():
-        seen: set[str] = set()
-        # walk back from the latest room; each room is asked about at its latest visit
-        for i in range(len(history) - 1, 0, -1):
-            if len(seen) == len(world.rooms):
-                break
-            room, line = history[i]
-            if room in seen:
+        # each room is asked about at its latest visit, the latest room first
+        latest = {room: i for i, (room, _) in enumerate(history)}
+        for room, i in sorted(latest.items(), key=lambda kv: -kv[1]):
+            if i == 0:
                 continue
-            seen.add(room)
             before, before_line = history[i - 1]
             asks.append(
                 Ask(
                     f"Where was the {obj} before the {room}?",
                     before,
-                    (world.last_object_line[obj], line, before_line),
+                    (world.last_object_line[obj], history[i][1], before_line),
                     weight=1.0 if i == len(history) - 1 else 0.1,
                 )
             )

@@ -95,6 +95,15 @@ class StoryWriter:
         self.lines.append(Question(text=text, answer=answer, supporting=tuple(supporting)))
         self.num_questions += 1
 
+    def recent_statement(self, n: int) -> int:
+        """The line id of the ``n``-th last statement (1: the last), or 1 if there are fewer."""
+        for line_id in range(len(self.lines), 0, -1):
+            if isinstance(self.lines[line_id - 1], Statement):
+                n -= 1
+                if n == 0:
+                    return line_id
+        return 1
+
     def story(self) -> Story:
         return Story(task=self.task, lines=list(self.lines))
 
