@@ -38,10 +38,10 @@ def _ids(*shape: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(1, 64, shape, generator=torch.Generator().manual_seed(seed))
 
 
-# Outputs of two computations that must agree are compared in float64. RoPE tables are computed in
-# float32 inside the backbone, so recomputed positions can differ by one float32 ulp (~1e-8 in the
-# logits); a real error (a token seeing the wrong memory or the wrong position) is of order 1e-2.
-ATOL = 1e-6
+# Two computations that must agree are compared in float64, where the only differences left are the
+# rounding of differently shaped kernels (~1e-16); a real error (a token seeing the wrong memory or
+# position) is of order 1e-2.
+ATOL = 1e-10
 
 
 def test_no_leak_and_memory_carries_information_across_segments() -> None:
@@ -194,7 +194,7 @@ def test_bad_input_is_refused() -> None:
     [
         ({"num_mem_tokens": 0}, "num_mem_tokens must be an integer >= 1"),
         ({"bptt_depth": 0}, "bptt_depth must be None"),
-        ({"segment_length": 0}, "segment_length must be an integer >= 1"),
+        ({"segment_length": 0}, "segment_length must be a positive integer"),
         ({"use_memory": True}, "without LM2 memory"),
         ({"num_mem_tokens": 30}, "more than max_position_embeddings"),
     ],

@@ -40,8 +40,6 @@ class RMTConfig(LM2Config):
             raise ValueError(f"num_mem_tokens must be an integer >= 1, got {num_mem_tokens!r}")
         if bptt_depth is not None and (not isinstance(bptt_depth, int) or bptt_depth < 1):
             raise ValueError(f"bptt_depth must be None (full BPTT) or an integer >= 1, got {bptt_depth!r}")
-        if not isinstance(self.segment_length, int) or self.segment_length < 1:
-            raise ValueError(f"segment_length must be an integer >= 1, got {self.segment_length!r}")
         span = 2 * num_mem_tokens + self.segment_length
         if span > self.max_position_embeddings:
             raise ValueError(
