@@ -202,3 +202,27 @@ def test_bad_input_is_refused() -> None:
 def test_contradictory_config_is_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _config(**overrides)
+
+
+def test_from_lm2_takes_the_vanilla_backbone_and_head() -> None:
+    from lm2.models.lm2 import LM2Config, LM2ForCausalLM
+
+    fields = dict(_config().to_dict())
+    backbone = {k: fields[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers")}
+    torch.manual_seed(0)
+    vanilla = LM2ForCausalLM(LM2Config(use_memory=False, num_attention_heads=4, **backbone))
+    rmt = RMTForCausalLM.from_lm2(vanilla, num_mem_tokens=2, segment_length=6, bptt_depth=1)
+    assert (rmt.config.num_mem_tokens, rmt.config.segment_length, rmt.config.bptt_depth) == (2, 6, 1)
+    theirs = vanilla.model.state_dict()
+    for name, tensor in rmt.model.backbone.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
+    assert torch.equal(rmt.lm_head.weight, vanilla.lm_head.weight)
+    with pytest.raises(ValueError, match="vanilla backbone"):
+        RMTForCausalLM.from_lm2(LM2ForCausalLM(LM2Config(use_memory=True, num_attention_heads=4, **backbone)))
+
+
+def test_tuple_outputs_when_asked() -> None:
+    model = _model()
+    ids = _ids(1, 7)
+    logits, cache = model(ids, use_cache=True, return_dict=False)
+    assert torch.equal(logits, model(ids).logits) and isinstance(cache, RMTCache)

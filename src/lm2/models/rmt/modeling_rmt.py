@@ -27,6 +27,7 @@ step); when the segment fills, the memory is written and the partial segment sta
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from lm2.models.lm2.modeling_lm2 import LM2Model
+from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model
 from lm2.models.rmt.configuration_rmt import RMTConfig
 
 
@@ -100,6 +101,9 @@ class RMTPreTrainedModel(PreTrainedModel):
             module.weight.normal_(mean=0.0, std=std)
             if module.bias is not None:
                 module.bias.zero_()
+
+    def _return_dict(self, return_dict: bool | None) -> bool:
+        return self.config.return_dict if return_dict is None else return_dict
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -180,7 +184,8 @@ class RMTModel(RMTPreTrainedModel):
 
         hidden, memory, pending = self._recur(inputs_embeds, valid, memory, pending)
         cache = RMTCache(memory, pending, seen + T) if use_cache else None
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
+        out = BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
     @staticmethod
     def _valid_mask(attention_mask: torch.Tensor | None, B: int, T: int, seen: int) -> torch.Tensor:
@@ -239,6 +244,7 @@ class RMTModel(RMTPreTrainedModel):
                 attention_mask=mask,
                 position_ids=torch.stack(pos).to(device),
                 use_cache=False,
+                return_dict=True,
             ).last_hidden_state  # (R, 2M + width, D)
 
             written, new_memory = [], []
@@ -254,16 +260,15 @@ class RMTModel(RMTPreTrainedModel):
                 index = torch.tensor(written, device=device)
                 memory = memory.index_put((index,), torch.stack(new_memory))
 
-        hidden = embeds.new_zeros(B, T, D)
+        # Scatter every sample's new-token outputs back to their columns in one go (padding stays zero).
+        # The partial segment's first outputs were returned by an earlier call and are dropped.
+        rows = torch.cat([torch.full_like(positions[b], b) for b in range(B)])
+        values = [torch.cat(outputs[b])[len(pending[b]) :] for b in range(B) if outputs[b]]
+        hidden = embeds.new_zeros(B, T, D).index_put((rows, torch.cat(positions)), torch.cat(values))
         new_pending = []
-        for b in range(B):
-            done = len(pending[b])  # the partial segment's outputs were returned by an earlier call
-            if outputs[b]:
-                hidden = hidden.index_put(
-                    (torch.full_like(positions[b], b), positions[b]), torch.cat(outputs[b])[done:]
-                )
-            tail = len(streams[b]) % S
-            new_pending.append(streams[b][len(streams[b]) - tail :] if tail else streams[b][:0])
+        for stream in streams:
+            tail = len(stream) % S
+            new_pending.append(stream[len(stream) - tail :] if tail else stream[:0])
         return hidden, memory, new_pending
 
 
@@ -277,6 +282,32 @@ class RMTForCausalLM(RMTPreTrainedModel, GenerationMixin):
         self.model = RMTModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    @classmethod
+    def from_lm2(
+        cls, model_or_path: LM2ForCausalLM | str | os.PathLike, **rmt_options: Any
+    ) -> RMTForCausalLM:
+        """An RMT whose backbone and head are those of a vanilla LM2 model (``use_memory=False``).
+
+        This is how the paper's RMT-1.7B is made: the pretrained vanilla-Llama-1.7B with RMT's memory
+        tokens added, then fine-tuned. ``rmt_options`` (``num_mem_tokens``, ``segment_length``,
+        ``bptt_depth``, ...) go to :class:`RMTConfig`; the memory tokens are freshly initialised.
+        """
+        model = model_or_path
+        if isinstance(model_or_path, (str, os.PathLike)):
+            model = LM2ForCausalLM.from_pretrained(model_or_path)
+        if not isinstance(model, LM2ForCausalLM):
+            raise ValueError(f"from_lm2 needs an LM2ForCausalLM or its folder, got {type(model).__name__}")
+        if model.config.use_memory:
+            raise ValueError(
+                "from_lm2 needs the vanilla backbone (use_memory=False); this model has LM2 memory banks"
+            )
+        skip = {"model_type", "architectures", "transformers_version", "use_memory"}
+        fields = {k: v for k, v in model.config.to_dict().items() if k not in skip}
+        rmt = cls(RMTConfig(**{**fields, **rmt_options})).to(dtype=model.dtype)
+        rmt.model.backbone.load_state_dict(model.model.state_dict())
+        rmt.lm_head.load_state_dict(model.lm_head.state_dict())
+        return rmt
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
@@ -319,6 +350,7 @@ class RMTForCausalLM(RMTPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         hidden = out.last_hidden_state  # (B, T, D)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -329,4 +361,5 @@ class RMTForCausalLM(RMTPreTrainedModel, GenerationMixin):
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        return result if self._return_dict(return_dict) else result.to_tuple()
