@@ -255,3 +255,14 @@ def test_rmt_learns_to_carry_a_key_through_memory() -> None:
     with torch.no_grad():
         accuracy = (model(x).logits[:, -2].argmax(-1) == key).float().mean().item()
     assert accuracy >= 0.8, f"recall through memory {accuracy:.2f}"
+
+
+def test_bf16_autocast_trains_and_keeps_the_memory_dtype() -> None:
+    torch.manual_seed(0)
+    model = RMTForCausalLM(_config())
+    ids = _ids(2, 17)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, labels=ids, use_cache=True)
+    out.loss.backward()
+    assert out.past_key_values.memory.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert model.model.memory.grad.abs().sum() > 0

@@ -258,13 +258,16 @@ class RMTModel(RMTPreTrainedModel):
                     new_memory.append(state)
             if written:
                 index = torch.tensor(written, device=device)
-                memory = memory.index_put((index,), torch.stack(new_memory))
+                memory = memory.index_put((index,), torch.stack(new_memory).to(memory.dtype))
 
         # Scatter every sample's new-token outputs back to their columns in one go (padding stays zero).
         # The partial segment's first outputs were returned by an earlier call and are dropped.
         rows = torch.cat([torch.full_like(positions[b], b) for b in range(B)])
         values = [torch.cat(outputs[b])[len(pending[b]) :] for b in range(B) if outputs[b]]
-        hidden = embeds.new_zeros(B, T, D).index_put((rows, torch.cat(positions)), torch.cat(values))
+        dtype = values[0].dtype if values else embeds.dtype  # autocast may run the backbone in bf16
+        hidden = embeds.new_zeros(B, T, D, dtype=dtype)
+        if values:
+            hidden = hidden.index_put((rows, torch.cat(positions)), torch.cat(values))
         new_pending = []
         for stream in streams:
             tail = len(stream) % S
