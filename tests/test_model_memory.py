@@ -8,6 +8,15 @@ import torch
 from lm2 import LM2Config, LM2ForCausalLM
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared CPU two threads can be 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(**overrides) -> LM2Config:
     return LM2Config.from_preset("tiny", **overrides)
 
@@ -104,10 +113,15 @@ def test_batch_independence() -> None:
         together = model(ids, attention_mask=mask)
         for b in range(3):
             alone = model(ids[b : b + 1, mask[b].bool()])
-            torch.testing.assert_close(together.logits[b, mask[b].bool()], alone.logits[0], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                together.logits[b, mask[b].bool()], alone.logits[0], rtol=1e-4, atol=1e-5
+            )
             for i in config.memory_layer_indices:
                 torch.testing.assert_close(
-                    together.past_key_values.memory[i][b], alone.past_key_values.memory[i][0], rtol=1e-4, atol=1e-5
+                    together.past_key_values.memory[i][b],
+                    alone.past_key_values.memory[i][0],
+                    rtol=1e-4,
+                    atol=1e-5,
                 )
         # Changing another sample changes nothing for sample 0.
         other = ids.clone()
@@ -134,3 +148,23 @@ def test_memory_carries_information_beyond_the_window() -> None:
             assert late.max() == 0, late
         # Inside the window the change is visible either way; before it, never.
         assert diff[1] > 0 and diff[0] == 0
+
+
+def test_bf16_autocast_and_bf16_weights() -> None:
+    """Mixed precision (CPU autocast) and bf16 weights run forward, backward and generation with memory."""
+    config = tiny(segment_length=4, attention_window=8)
+    model = build(config).train()
+    ids = torch.randint(0, config.vocab_size, (2, 30))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, attention_mask=mask, labels=ids)
+    out.loss.backward()
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with torch.no_grad():
+        fp32 = model(ids, attention_mask=mask, labels=ids).loss
+    assert abs(out.loss.item() - fp32.item()) < 0.05 * fp32.item()  # bf16 rounding, not a different function
+    half = build(config).to(torch.bfloat16)
+    generated = half.generate(ids[:, :6], max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert generated.shape == (2, 14)

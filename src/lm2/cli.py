@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Subcommand -> "module:function", or a nested group. Modules are imported only to build the parser.
-COMMANDS: dict[str, Any] = {}
+COMMANDS: dict[str, Any] = {
+    "demo": "lm2.models.lm2.commands:demo",
+    "params": "lm2.models.lm2.commands:params",
+}
 
 _GROUP_HELP = {
     "data": "generate bAbI stories, build BABILong sets, train a tokenizer",
