@@ -266,3 +266,16 @@ def test_bf16_autocast_trains_and_keeps_the_memory_dtype() -> None:
     out.loss.backward()
     assert out.past_key_values.memory.dtype == torch.float32 and torch.isfinite(out.loss)
     assert model.model.memory.grad.abs().sum() > 0
+
+
+def test_loading_refuses_pickles_and_a_different_memory_size(tmp_path) -> None:
+    model = _model()
+    model.save_pretrained(tmp_path / "ok")
+    with pytest.raises(ValueError, match="saved with num_mem_tokens=3; its memory cannot be loaded as 4"):
+        RMTForCausalLM.from_pretrained(tmp_path / "ok", num_mem_tokens=M + 1)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    model.config.save_pretrained(pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pickled checkpoint"):
+        RMTForCausalLM.from_pretrained(pickled)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model
+from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model, _refuse_pickles
 from lm2.models.rmt.configuration_rmt import RMTConfig
 
 
@@ -101,6 +102,33 @@ class RMTPreTrainedModel(PreTrainedModel):
             module.weight.normal_(mean=0.0, std=std)
             if module.bias is not None:
                 module.bias.zero_()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """Load a saved RMT (safetensors only, as LM2). Missing, unexpected or mismatched weights (e.g. a
+        different ``num_mem_tokens``) are errors rather than silently re-initialised."""
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            _refuse_pickles(path)
+            saved = RMTConfig.from_pretrained(path).num_mem_tokens
+            config = kwargs.get("config")
+            asked = kwargs.get("num_mem_tokens", getattr(config, "num_mem_tokens", saved))
+            if asked != saved:
+                raise ValueError(
+                    f"{path} was saved with num_mem_tokens={saved}; its memory cannot be loaded as {asked} tokens"
+                )
+        want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("use_safetensors", True)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        problems = {
+            k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            raise ValueError(f"checkpoint {pretrained_model_name_or_path} does not fit the model: {problems}")
+        return (model, info) if want_info else model
 
     def _return_dict(self, return_dict: bool | None) -> bool:
         return self.config.return_dict if return_dict is None else return_dict
