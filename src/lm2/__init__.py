@@ -4,12 +4,36 @@ from importlib.metadata import version as _v
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from lm2.models import LM2Cache, LM2Config, LM2ForCausalLM, LM2Model
+from lm2.models import (
+    LM2Cache,
+    LM2Config,
+    LM2ForCausalLM,
+    LM2Model,
+    RMTCache,
+    RMTConfig,
+    RMTForCausalLM,
+    RMTModel,
+)
 
 __version__ = _v("lm2")
 
-AutoConfig.register(LM2Config.model_type, LM2Config, exist_ok=True)
-AutoModel.register(LM2Config, LM2Model, exist_ok=True)
-AutoModelForCausalLM.register(LM2Config, LM2ForCausalLM, exist_ok=True)
+# Registered on import, so `import lm2` then AutoModelForCausalLM.from_pretrained(dir) works offline.
+for _config, _model, _causal_lm in (
+    (LM2Config, LM2Model, LM2ForCausalLM),
+    (RMTConfig, RMTModel, RMTForCausalLM),
+):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _model, exist_ok=True)
+    AutoModelForCausalLM.register(_config, _causal_lm, exist_ok=True)
 
-__all__ = ["LM2Cache", "LM2Config", "LM2ForCausalLM", "LM2Model", "__version__"]
+__all__ = [
+    "LM2Cache",
+    "LM2Config",
+    "LM2ForCausalLM",
+    "LM2Model",
+    "RMTCache",
+    "RMTConfig",
+    "RMTForCausalLM",
+    "RMTModel",
+    "__version__",
+]
