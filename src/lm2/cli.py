@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Subcommand -> "module:function", or a nested group. Modules are imported only to build the parser.
-COMMANDS: dict[str, Any] = {}
+COMMANDS: dict[str, Any] = {
+    "eval": {
+        "babilong": "lm2.eval.babilong:eval_babilong",
+        "mmlu": "lm2.eval.mmlu:eval_mmlu",
+        "ppl": "lm2.eval.ppl:eval_ppl",
+    },
+}
 
 _GROUP_HELP = {
     "data": "generate bAbI stories, build BABILong sets, train a tokenizer",
+    "eval": "evaluate checkpoints: BABILong accuracy, MMLU, perplexity",
 }
 
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
@@ -295,12 +295,12 @@ def eval_babilong(
     out: str,
     tasks: str | None = None,
     lengths: str | None = None,
-    prompt: str = "plain",
+    prompt: Literal["plain", "babilong"] = "plain",
     batch_size: int = 8,
     samples: int | None = None,
     rag: str | None = None,
     device: str = "auto",
-    dtype: str = "float32",
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
 ) -> None:
     """Evaluate checkpoints on BABILong and write the paper's Table 1 layout (markdown, CSV, JSON).
 
