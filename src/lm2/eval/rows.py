@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,13 +140,15 @@ def is_published(path: Path) -> bool:
     return path.is_dir() and any(d.is_dir() and _LENGTH.match(d.name) for d in path.iterdir())
 
 
-def read_published(root: Path) -> Iterator[Row]:
-    """Rows of a published BABILong folder (one sub-folder per length)."""
+def read_published(root: Path, tasks: Collection[str] | None = None) -> Iterator[Row]:
+    """Rows of a published BABILong folder (one sub-folder per length), of ``tasks`` only if given."""
     for length_dir in sorted(root.iterdir()):
         if not (length_dir.is_dir() and _LENGTH.match(length_dir.name)):
             continue
         length = length_label(length_dir.name)
         for task, files in _published_splits(length_dir).items():
+            if tasks is not None and task not in tasks:
+                continue
             index = 0
             for file in files:
                 for record in _table_rows(file):
@@ -178,8 +180,8 @@ def read_babi(path: Path) -> Iterator[Row]:
             index += 1
 
 
-def read_source(path: str | os.PathLike) -> Iterator[Row]:
-    """All rows of one ``--data`` entry, whatever its layout."""
+def read_source(path: str | os.PathLike, tasks: Collection[str] | None = None) -> Iterator[Row]:
+    """The rows of one ``--data`` entry, whatever its layout (files of other ``tasks`` are not read)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data not found: {path}")
@@ -187,14 +189,15 @@ def read_source(path: str | os.PathLike) -> Iterator[Row]:
         if path.suffix == ".jsonl":
             yield from read_generated(path)
         elif path.suffix == ".txt":
-            yield from read_babi(path)
+            if tasks is None or task_from_filename(path) in tasks:
+                yield from read_babi(path)
         else:
             raise ValueError(
                 f"{path}: unknown data file; give a .jsonl of rows, a bAbI .txt file or a folder"
             )
         return
     if is_published(path):
-        yield from read_published(path)
+        yield from read_published(path, tasks)
         return
     babi = _babi_files(path)
     jsonl = sorted(path.rglob("*.jsonl"))
@@ -204,7 +207,8 @@ def read_source(path: str | os.PathLike) -> Iterator[Row]:
             "published sets, or bAbI files qaN_<name>_<split>.txt"
         )
     for file in babi:
-        yield from read_babi(file)
+        if tasks is None or task_from_filename(file) in tasks:
+            yield from read_babi(file)
     for file in jsonl:
         yield from read_generated(file)
 
@@ -220,15 +224,17 @@ def load_rows(
     ``tasks``/``lengths`` of None take everything the data has; asking for one the data lacks is an
     error naming what it has. ``samples`` keeps the first N rows of each group.
     """
+    tasks = [check_task(t) for t in tasks] if tasks else None
     groups: dict[tuple[str, str], list[Row]] = {}
     for source in sources:
-        for row in read_source(source):
+        for row in read_source(source, tasks):
             groups.setdefault((row["task"], row["length"]), []).append(row)
     if not groups:
-        raise ValueError(f"no rows in {', '.join(map(str, sources))}")
+        asked = f" of {', '.join(tasks)}" if tasks else ""
+        raise ValueError(f"no rows{asked} in {', '.join(map(str, sources))}")
     have_tasks = sorted({t for t, _ in groups}, key=task_order)
     have_lengths = sorted({n for _, n in groups}, key=length_tokens)
-    tasks = [check_task(t) for t in tasks] if tasks else have_tasks
+    tasks = tasks or have_tasks
     lengths = [length_label(n) for n in lengths] if lengths else have_lengths
     for task in tasks:
         for length in lengths:
