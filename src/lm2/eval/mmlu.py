@@ -207,35 +207,62 @@ def choose_shots(q: Question, dev: list[Question], k: int) -> list[Question]:
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
+def _continuations(
+    tokenizer: Any, prompts: Sequence[str], contexts: list[list[int]]
+) -> list[list[list[int]]]:
+    """The tokens of " A" ... " D" after each prompt, as the tokenizer splits prompt + letter.
+
+    All prompts end in the same line ("Answer:"), so the split is worked out once per distinct last line
+    and checked against a full encoding of the first prompt with it; where that check fails (a tokenizer
+    that merges across lines), every prompt of the group is encoded in full.
+    """
+    out: list[list[list[int]]] = [[] for _ in prompts]
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(prompt[prompt.rfind("\n") + 1 :], []).append(i)
+    for tail, members in groups.items():
+        base = tokenizer(tail, add_special_tokens=False)["input_ids"]
+        conts = []
+        for letter in LETTERS:
+            full = tokenizer(tail + " " + letter, add_special_tokens=False)["input_ids"]
+            conts.append(full[len(base) :] if full[: len(base)] == base else None)
+        first = members[0]
+        whole = [tokenizer(prompts[first] + " " + letter)["input_ids"] for letter in LETTERS]
+        if all(c is not None and w == contexts[first] + c for c, w in zip(conts, whole, strict=True)):
+            for i in members:
+                out[i] = conts
+            continue
+        for i in members:
+            for letter in LETTERS:
+                full = tokenizer(prompts[i] + " " + letter)["input_ids"]
+                ctx = contexts[i]
+                if full[: len(ctx)] != ctx:  # the merge crossed the boundary: encode the letter alone
+                    full = ctx + tokenizer(" " + letter, add_special_tokens=False)["input_ids"]
+                out[i].append(full[len(ctx) :])
+    return out
+
+
 @torch.no_grad()
 def letter_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 8) -> torch.Tensor:
     """(len(prompts), 4) log-likelihoods of " A" ... " D" after each prompt.
 
-    A letter's continuation may be several tokens for some tokenizers: its tokens are found by encoding
-    prompt + letter and taking what follows the prompt's tokens, and their log-probabilities summed.
-    Sequences are right-padded, which leaves a causal model's real positions untouched.
+    A letter's continuation may be several tokens for some tokenizers; their log-probabilities are summed.
+    When every letter is one token, one forward pass per prompt scores all four. Sequences are
+    right-padded, which leaves a causal model's real positions untouched, and sorted by length.
     """
-    requests: list[tuple[list[int], list[list[int]]]] = []
-    for prompt in prompts:
-        ctx = tokenizer(prompt)["input_ids"]
-        conts = []
-        for letter in LETTERS:
-            full = tokenizer(prompt + " " + letter)["input_ids"]
-            if full[: len(ctx)] != ctx:  # the merge crossed the boundary: encode the letter alone
-                full = ctx + tokenizer(" " + letter, add_special_tokens=False)["input_ids"]
-            conts.append(full[len(ctx) :])
-        requests.append((ctx, conts))
-    # One sequence per prompt when every letter is one token; otherwise one per (prompt, letter).
-    seqs: list[tuple[int, list[int], list[tuple[int, list[int]]]]] = []
-    for i, (ctx, conts) in enumerate(requests):
+    contexts = tokenizer(list(prompts))["input_ids"]
+    seqs: list[tuple[int, list[int], list[tuple[int, list[int]]]]] = []  # (prompt, tokens, [(letter, cont)])
+    for i, (ctx, conts) in enumerate(
+        zip(contexts, _continuations(tokenizer, prompts, contexts), strict=True)
+    ):
         if all(len(c) == 1 for c in conts):
-            seqs.append((i, ctx, [(j, c) for j, c in enumerate(conts)]))
+            seqs.append((i, ctx, list(enumerate(conts))))
         else:
             seqs.extend((i, ctx + c[:-1], [(j, c)]) for j, c in enumerate(conts))
     scores = torch.full((len(prompts), 4), float("nan"))
     order = sorted(range(len(seqs)), key=lambda s: -len(seqs[s][1]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc="mmlu", unit="batch"):
         chunk = [seqs[s] for s in order[start : start + batch_size]]
         width = max(len(ids) for _, ids, _ in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
@@ -243,15 +270,15 @@ def letter_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], batch_si
         for b, (_, seq, _) in enumerate(chunk):
             ids[b, : len(seq)] = torch.tensor(seq)
             mask[b, : len(seq)] = 1
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-        logp = F.log_softmax(logits.float(), dim=-1).cpu()  # (B, T, V)
+        logits = model(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+        ).logits  # (B, T, V)
         for b, (i, seq, conts) in enumerate(chunk):
             for j, cont in conts:
-                # The continuation's tokens sit at the last len(cont) positions of ctx + cont (the last
-                # one is predicted from the final position of seq).
+                # The continuation's tokens are predicted from the last len(cont) positions of seq.
                 first = len(seq) - len(cont)
-                positions = torch.arange(first, first + len(cont))
-                scores[i, j] = logp[b, positions, torch.tensor(cont)].sum()
+                logp = F.log_softmax(logits[b, first : len(seq)].float(), dim=-1).cpu()  # (len(cont), V)
+                scores[i, j] = logp[torch.arange(len(cont)), torch.tensor(cont)].sum()
     return scores
 
 
@@ -266,22 +293,24 @@ def evaluate_mmlu(
     """Accuracy by subject, category and difficulty (%), with counts; averages are over questions."""
     if not 0 <= shots <= 5:
         raise ValueError(f"shots must be between 0 and 5, got {shots}")
-    per_subject: dict[str, list[bool]] = {}
-    for subject in tqdm(sorted(questions), desc="mmlu", unit="subject"):
+    asked: list[Question] = []
+    prompts: list[str] = []
+    for subject in sorted(questions):
         category(subject)
-        qs = questions[subject]
         pool = dev.get(subject, [])
-        prompts = []
-        for q in qs:
+        for q in questions[subject]:
             examples = choose_shots(q, pool, shots)
             if len(examples) < shots:
                 raise ValueError(
                     f"{subject}: {shots}-shot prompts need {shots} dev questions other than the one asked; "
                     f"the dev split has {len(pool)}"
                 )
+            asked.append(q)
             prompts.append(build_prompt(q, examples))
-        scores = letter_logprobs(model, tokenizer, prompts, batch_size)
-        per_subject[subject] = [int(s.argmax()) == q.answer for s, q in zip(scores, qs, strict=True)]
+    scores = letter_logprobs(model, tokenizer, prompts, batch_size)
+    per_subject: dict[str, list[bool]] = {}
+    for q, s in zip(asked, scores, strict=True):
+        per_subject.setdefault(q.subject, []).append(int(s.argmax()) == q.answer)
     return summarize(per_subject)
 
 
@@ -327,6 +356,7 @@ def eval_mmlu(
     shots: int = 5,
     split: Literal["dev", "val", "test"] = "test",
     out: str | None = None,
+    subjects: str | None = None,
     batch_size: int = 8,
     device: str = "auto",
     dtype: Literal["float32", "bfloat16", "float16"] = "float32",
@@ -342,11 +372,20 @@ def eval_mmlu(
         shots: solved examples from the dev split before each question, 0 to 5.
         split: the split to evaluate: dev, val or test (dev questions are never their own examples).
         out: folder for mmlu.json and mmlu.md.
+        subjects: comma-separated subjects to evaluate (default: all in the data).
         batch_size: sequences per forward pass.
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
     questions = read_split(data, split)
+    if subjects:
+        wanted = [s.strip() for s in subjects.split(",") if s.strip()]
+        missing = [s for s in wanted if s not in questions]
+        if missing:
+            raise ValueError(
+                f"the {split} split has no subject {missing[0]!r}; it has {', '.join(sorted(questions))}"
+            )
+        questions = {s: questions[s] for s in wanted}
     dev = read_split(data, "dev") if shots else {}
     lm, tokenizer = load_model_and_tokenizer(model, device, dtype)
     results = evaluate_mmlu(lm, tokenizer, questions, dev, shots, batch_size)
