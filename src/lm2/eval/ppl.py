@@ -79,6 +79,22 @@ def _sliding_window_nll(
     return float(total), len(ids) - 1
 
 
+def _tokenize(tokenizer: Any, text: str, budget: int | None) -> list[int]:
+    """The tokens of ``text``, or at least its first ``budget`` of them without tokenising a huge file whole.
+
+    A prefix is tokenised, doubling until it yields a margin of tokens beyond the budget: tokenisation is
+    local, so the first ``budget`` tokens of the prefix are those of the whole text.
+    """
+    if budget is None:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    chars = 8 * budget + 1024
+    while True:
+        ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+        if chars >= len(text) or len(ids) >= budget + 64:
+            return ids
+        chars *= 2
+
+
 def perplexity(
     model: Any,
     tokenizer: Any,
@@ -98,7 +114,7 @@ def perplexity(
             text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError as err:
             raise FileNotFoundError(f"text file not found: {path}") from err
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = _tokenize(tokenizer, text, budget)
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id] + ids
         if budget is not None:
