@@ -1,0 +1,221 @@
+"""The LM2 memory bank: a gated cross-attention read every token, an LSTM-like write every S valid tokens.
+
+State M has shape (B, N, D): N slots of width D (= hidden size). With h the block's normalised input:
+
+    read   E_mem = o_proj(MHA(q = h W_Q, k = M W_K, v = M W_V))      (optional top-k over slots)
+           g_out = sigmoid(E_mem W_out);  the block adds g_out * E_mem to its residual stream
+    write  U = MHA(q = M W_Q, k = h_c W_K, v = h_c W_V)               (each slot reads the segment h_c)
+           g_in = sigmoid(U W_in);  g_forget = sigmoid(U W_forget + b_forget)
+           M <- g_in * tanh(U) + g_forget * M
+
+Read and write share W_Q, W_K, W_V (the paper's Eq. 1 has one set; see docs/design.md). Tokens of a
+segment read the state left by the previous segment's write, so nothing flows backwards in time.
+
+Segments are counted per sample in valid tokens since the start of the stream, wherever call boundaries
+and padding fall. Two implementations compute exactly the same function:
+
+- ``forward_fast``: places the valid tokens on a (B, G, S, D) grid of segments (row = segment, column =
+  place in it), scans the G writes (cheap: N queries against S keys each), then does every read in one
+  batched cross-attention with segments as a batch dimension, (B*G, H, S, N).
+- ``forward_naive``: the reference; a plain Python loop over samples and tokens that reads, appends the
+  token to the open segment, and writes when the segment is full.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SegmentLayout:
+    """Where each valid token of a call falls in its sample's segment stream (shared by all memory blocks).
+
+    Position p of a valid token = tokens already in the open segment before the call (fill) + its rank
+    among the call's valid tokens; it lies on grid row p // S (the state it reads = after that many
+    writes in this call) and column p % S.
+    """
+
+    valid: torch.Tensor  # (B, T) bool
+    fill: torch.Tensor  # (B,) tokens of the open segment carried in from before the call
+    n_writes: torch.Tensor  # (B,) writes completed during this call
+    new_fill: torch.Tensor  # (B,) tokens of the open segment after the call
+    rows: int  # G: grid rows holding this call's tokens
+    b_idx: torch.Tensor  # (V,) sample of each valid token
+    t_idx: torch.Tensor  # (V,) its index in the call
+    row: torch.Tensor  # (V,) its grid row
+    col: torch.Tensor  # (V,) its grid column
+    dense: bool  # no padding and no open segment: the grid is a reshape of the input
+    segment_length: int
+
+    @classmethod
+    def build(cls, valid: torch.Tensor, fill: torch.Tensor, segment_length: int) -> SegmentLayout:
+        S = segment_length
+        pos = fill[:, None] + valid.long().cumsum(1) - 1  # (B, T)
+        total = fill + valid.long().sum(1)  # (B,)
+        b_idx, t_idx = valid.nonzero(as_tuple=True)
+        p = pos[b_idx, t_idx]
+        rows = max(1, int(((total + S - 1) // S).max()))
+        dense = bool(valid.all()) and not bool(fill.any())
+        return cls(valid, fill, total // S, total % S, rows, b_idx, t_idx, p // S, p % S, dense, S)
+
+
+class MemoryBank(nn.Module):
+    def __init__(
+        self,
+        hidden_size: int,
+        slots: int,
+        heads: int,
+        topk: int | None = None,
+        init: str = "identity",
+        forget_bias: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.hidden_size, self.slots, self.heads, self.topk = hidden_size, slots, heads, topk
+        self.head_dim = hidden_size // heads
+        self.init = init
+        self.forget_bias = forget_bias
+        # Shared by the read (tokens query slots) and the write (slots query the segment).
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)  # mixes the read's heads
+        self.out_gate = nn.Linear(hidden_size, hidden_size, bias=False)  # W_out
+        self.in_gate = nn.Linear(hidden_size, hidden_size, bias=False)  # W_in
+        self.forget_gate = nn.Linear(hidden_size, hidden_size, bias=True)  # W_forget, b_forget
+        if init == "learned":
+            self.initial_state = nn.Parameter(self.identity_state())
+
+    def identity_state(
+        self, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """The rectangular identity (N, D): slot r is the unit vector e_(r mod D)."""
+        eye = torch.zeros(self.slots, self.hidden_size, device=device, dtype=dtype)
+        r = torch.arange(self.slots, device=device)
+        eye[r, r % self.hidden_size] = 1.0
+        return eye
+
+    def initial(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The state before any write, (B, N, D)."""
+        if self.init == "learned":
+            state = self.initial_state.to(dtype)
+        else:
+            state = self.identity_state(device, dtype)
+        return state.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def _attend(self, q_in: torch.Tensor, kv_in: torch.Tensor, topk: int | None) -> torch.Tensor:
+        """Multi-head attention from q_in (X, Lq, D) to kv_in (X, Lk, D), heads concatenated (X, Lq, D)."""
+        X, Lq, D = q_in.shape
+        Lk = kv_in.shape[1]
+        q = self.q_proj(q_in).view(X, Lq, self.heads, self.head_dim).transpose(1, 2)  # (X, H, Lq, hd)
+        k = self.k_proj(kv_in).view(X, Lk, self.heads, self.head_dim).transpose(1, 2)  # (X, H, Lk, hd)
+        v = self.v_proj(kv_in).view(X, Lk, self.heads, self.head_dim).transpose(1, 2)
+        if topk is None or topk >= Lk:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (X, H, Lq, Lk)
+            keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(
+                -1, scores.topk(topk, dim=-1).indices, True
+            )
+            y = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v
+        return y.transpose(1, 2).reshape(X, Lq, D)
+
+    def read(self, h: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Gated memory read-out g_out * E_mem for tokens h (X, L, D) from states (X, N, D)."""
+        e_mem = self.o_proj(self._attend(h, state, self.topk))
+        return torch.sigmoid(self.out_gate(e_mem)) * e_mem
+
+    def write(self, state: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+        """The state (X, N, D) after writing one full segment (X, S, D)."""
+        u = self._attend(state, segment, None)
+        g_in = torch.sigmoid(self.in_gate(u))
+        g_forget = torch.sigmoid(self.forget_gate(u))
+        return g_in * torch.tanh(u) + g_forget * state
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        layout: SegmentLayout,
+        state: torch.Tensor,
+        buffer: torch.Tensor | None,
+        impl: str = "fast",
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Read for every valid token of h (B, T, D) and write every completed segment.
+
+        state: (B, N, D) memory before the call; buffer: (B, S, D) block inputs of the open segment
+        (first ``layout.fill`` rows used) or None when nothing is open. Returns the gated read-out
+        (B, T, D) (zero at padding), the final state (B, N, D) and the new open-segment buffer (B, S, D).
+        """
+        if impl == "fast":
+            return self.forward_fast(h, layout, state, buffer)
+        if impl == "naive":
+            return self.forward_naive(h, layout, state, buffer)
+        raise ValueError(f"memory impl must be 'fast' or 'naive', got {impl!r}")
+
+    def forward_fast(
+        self, h: torch.Tensor, layout: SegmentLayout, state: torch.Tensor, buffer: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, D = h.shape
+        S, G = layout.segment_length, layout.rows
+        # Grid of segments (B, G+1, S, D); the spare last row is the empty open segment after an exact fill.
+        if layout.dense:
+            grid = F.pad(h, (0, 0, 0, (G + 1) * S - T)).view(B, G + 1, S, D)
+        else:
+            grid = h.new_zeros(B, G + 1, S, D)
+            if buffer is not None:
+                open_rows = torch.arange(S, device=h.device)[None, :] < layout.fill[:, None]  # (B, S)
+                first = torch.where(open_rows[..., None], buffer.to(h.dtype), grid[:, 0])
+                grid = torch.cat([first[:, None], grid[:, 1:]], dim=1)
+            grid = grid.index_put((layout.b_idx, layout.row, layout.col), h[layout.b_idx, layout.t_idx])
+
+        # Scan the writes: states[c] is the memory after c writes of this call.
+        states = [state]
+        for c in range(int(layout.n_writes.max())):
+            new = self.write(state, grid[:, c])
+            state = torch.where((c < layout.n_writes)[:, None, None], new, state)
+            states.append(state)
+
+        # Every read at once: grid row g reads the state after g writes.
+        read_states = torch.stack(states[:G], dim=1)  # (B, G, N, D)
+        r = self.read(grid[:, :G].reshape(B * G, S, D), read_states.reshape(B * G, self.slots, D))
+        r = r.view(B, G, S, D)
+        if layout.dense:
+            out = r.reshape(B, G * S, D)[:, :T]
+        else:
+            out = h.new_zeros(B, T, D).index_put(
+                (layout.b_idx, layout.t_idx), r[layout.b_idx, layout.row, layout.col]
+            )
+        new_buffer = grid[torch.arange(B, device=h.device), layout.n_writes]  # (B, S, D)
+        return out, state, new_buffer
+
+    def forward_naive(
+        self, h: torch.Tensor, layout: SegmentLayout, state: torch.Tensor, buffer: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, D = h.shape
+        S = layout.segment_length
+        outs, finals, buffers = [], [], []
+        for b in range(B):
+            m = state[b : b + 1]  # (1, N, D)
+            open_segment = (
+                [buffer[b, i].to(h.dtype) for i in range(int(layout.fill[b]))] if buffer is not None else []
+            )
+            rows = []
+            for t in range(T):
+                if not layout.valid[b, t]:
+                    rows.append(h.new_zeros(D))
+                    continue
+                token = h[b, t].view(1, 1, D)
+                rows.append(self.read(token, m)[0, 0])  # reads the state before this segment's write
+                open_segment.append(h[b, t])
+                if len(open_segment) == S:
+                    m = self.write(m, torch.stack(open_segment)[None])
+                    open_segment = []
+            outs.append(torch.stack(rows))
+            finals.append(m[0])
+            padding = [h.new_zeros(D)] * (S - len(open_segment))
+            buffers.append(torch.stack(open_segment + padding))
+        return torch.stack(outs), torch.stack(finals), torch.stack(buffers)

@@ -1,0 +1,57 @@
+"""Vanilla parity: with memory off, LM2 is transformers' LlamaForCausalLM on the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lm2 import LM2Config, LM2ForCausalLM
+
+
+def llama_twin(config: LM2Config) -> LlamaForCausalLM:
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            num_key_value_heads=config.num_key_value_heads,
+            rms_norm_eps=config.rms_norm_eps,
+            rope_parameters={"rope_theta": config.rope_theta, "rope_type": "default"},
+            max_position_embeddings=config.max_position_embeddings,
+            tie_word_embeddings=config.tie_word_embeddings,
+            attn_implementation="eager",
+        )
+    )
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_vanilla_matches_transformers_llama(tie: bool) -> None:
+    torch.manual_seed(0)
+    config = LM2Config.from_preset("tiny", use_memory=False, tie_word_embeddings=tie, rope_theta=500.0)
+    llama = llama_twin(config).eval()
+    ours = LM2ForCausalLM(config).eval()
+    missing, unexpected = ours.load_state_dict(llama.state_dict(), strict=True)
+    assert not missing and not unexpected
+    ids = torch.randint(0, config.vocab_size, (3, 37))
+    with torch.no_grad():
+        ref = llama(ids).logits
+        got = ours(ids).logits
+        # Incremental decoding through the cache gives the same logits too.
+        ref_step = llama(ids[:, :30], use_cache=True)
+        ref_next = llama(ids[:, 30:], past_key_values=ref_step.past_key_values).logits
+        got_step = ours(ids[:, :30], use_cache=True)
+        got_next = ours(ids[:, 30:], past_key_values=got_step.past_key_values).logits
+    assert ref.abs().max() > 0.1  # the comparison is not between two near-zero tensors
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_next, ref_next, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_next, got[:, 30:], rtol=1e-5, atol=1e-5)
+
+
+def test_vanilla_has_no_memory_parameters() -> None:
+    model = LM2ForCausalLM(LM2Config.from_preset("tiny", use_memory=False))
+    assert not [n for n, _ in model.named_parameters() if "memory" in n]
+    llama = llama_twin(model.config)
+    assert set(model.state_dict()) == set(llama.state_dict())
