@@ -258,20 +258,25 @@ def test_prompt_layouts() -> None:
 
 def test_cli_on_real_babi_with_a_tiny_llama(tmp_path) -> None:
     folder = shared_path("babi", "en-train")
-    ckpt = make_checkpoint(tmp_path / "tiny")
+    llama = make_checkpoint(tmp_path / "llama")
+    lm2 = make_checkpoint(tmp_path / "lm2", family="lm2")
     out = tmp_path / "out"
-    args = ["eval", "babilong", "--model", str(ckpt), "--data", str(folder), "--tasks", "qa1,qa7"]
+    args = ["eval", "babilong", "--model", f"{llama},{lm2}", "--data", str(folder), "--tasks", "qa1,qa7"]
     args += ["--samples", "2", "--device", "cpu"]
     assert main([*args, "--out", str(out), "--batch-size", "3"]) == 0
     preds = read_predictions(out / "predictions.jsonl")
-    assert len(preds) == 4 and {p["model"] for p in preds} == {"tiny"}
-    assert "| tiny |" in (out / "results.md").read_text()
+    assert len(preds) == 8 and {p["model"] for p in preds} == {"llama", "lm2"}
+    md = (out / "results.md").read_text()
+    assert md.index("| llama |") < md.index("| lm2 |")
 
     # Batched, left-padded greedy generation gives the same answers as one prompt at a time.
-    model, tok = load_model_and_tokenizer(ckpt, "cpu")
     groups = load_rows([folder], tasks=["qa1", "qa7"], samples=2)
     prompts = [format_plain(r) for rows in groups.values() for r in rows]
-    assert generate_answers(model, tok, prompts) == [generate_answers(model, tok, [p])[0] for p in prompts]
+    for ckpt in (llama, lm2):
+        model, tok = load_model_and_tokenizer(ckpt, "cpu")
+        assert generate_answers(model, tok, prompts) == [
+            generate_answers(model, tok, [p])[0] for p in prompts
+        ]
 
     assert main([*args, "--out", str(out), "--lengths", "1k"]) == 2  # the bAbI files are 0k only
     assert main([*args, "--out", str(out), "--tasks", "qa21"]) == 2

@@ -8,6 +8,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from lm2 import LM2Config, LM2ForCausalLM
+
 CORPUS = [
     "Mary moved to the bathroom. John went to the hallway. Where is Mary? bathroom",
     "Daniel picked up the football. How many objects is Daniel carrying? none one two three",
@@ -31,15 +33,15 @@ def make_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def make_checkpoint(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """Save a randomly initialised tiny Llama and its tokenizer to ``path``."""
+def make_checkpoint(path: Path, seed: int = 0, family: str = "llama") -> Path:
+    """Save a randomly initialised tiny Llama (or LM2, with memory) and its tokenizer to ``path``."""
     tokenizer = make_tokenizer()
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    shape = dict(
         vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=8192,
@@ -47,7 +49,11 @@ def make_checkpoint(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = LlamaForCausalLM(config)
+    if family == "lm2":
+        config = LM2Config(**shape, memory_slots=8, memory_heads=2, segment_length=8)
+        model = LM2ForCausalLM(config)
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**shape))
     # A larger output scale keeps greedy choices well separated, so padding-level float noise never flips them.
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)
