@@ -20,6 +20,11 @@ from typing import Any, Literal
 
 # Subcommand -> "module:function", or a nested group. Modules are imported only to build the parser.
 COMMANDS: dict[str, Any] = {
+    "data": {
+        "babi": "lm2.data.cli:babi_command",
+        "babilong": "lm2.data.cli:babilong_command",
+        "tokenizer": "lm2.data.cli:tokenizer_command",
+    },
     "eval": {
         "babilong": "lm2.eval.babilong:eval_babilong",
         "mmlu": "lm2.eval.mmlu:eval_mmlu",

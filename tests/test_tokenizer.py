@@ -1,0 +1,77 @@
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+from lm2.data.background import synthetic_background
+from lm2.data.tokenizer import EOS_TOKEN, PAD_TOKEN, load_tokenizer, save_tokenizer, train_tokenizer
+
+BABI_LINES = [
+    "Mary moved to the bathroom.",
+    "John went to the hallway.",
+    "Where is Mary? bathroom",
+    "Daniel picked up the football there.",
+    "Sandra journeyed to the garden.",
+    "Is John in the kitchen? no",
+]
+
+
+def train_small(directory, vocab_size=600):
+    """A small BPE folder for tests: bAbI-like lines plus the synthetic haystack."""
+    texts = BABI_LINES * 50 + synthetic_background(3000, seed=0).sentences
+    return save_tokenizer(train_tokenizer(texts, vocab_size=vocab_size), directory)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    return train_small(tmp_path_factory.mktemp("tok"))
+
+
+def test_round_trip_through_autotokenizer(tok_dir):
+    tok = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+    for text in [
+        "Mary moved to the bathroom.",
+        "Ünïcödé — never seen in training 🙂\n\ttabs",
+        "  two  spaces ",
+    ]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+    assert tok.eos_token == EOS_TOKEN and tok.pad_token == PAD_TOKEN
+    assert tok.eos_token_id != tok.pad_token_id
+    assert len(tok) == 600
+    # Learned merges: a frequent word is one token, not its bytes.
+    assert len(tok(" the", add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_load_tokenizer_is_the_same_tokenizer(tok_dir):
+    a = load_tokenizer(tok_dir)
+    b = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+    text = " ".join(BABI_LINES)
+    assert a(text)["input_ids"] == b(text)["input_ids"]
+    config = json.loads((tok_dir / "tokenizer_config.json").read_text())
+    assert config["eos_token"] == EOS_TOKEN
+
+
+def test_invalid_utf8_does_not_abort_training():
+    tok = train_tokenizer([b"caf\xe9 au lait \xff\xfe", "fine text", "lone \udcff surrogate"], vocab_size=300)
+    assert tok.decode(tok("fine text")["input_ids"]) == "fine text"
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="vocab_size must be at least 258"):
+        train_tokenizer(["x"], vocab_size=100)
+    with pytest.raises(ValueError, match="no training text"):
+        train_tokenizer([], vocab_size=300)
+    with pytest.raises(FileNotFoundError, match="lm2 data tokenizer"):
+        load_tokenizer(tmp_path / "missing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a usable Hugging Face tokenizer folder"):
+        load_tokenizer(tmp_path / "junk")
+
+
+def test_save_replaces_an_existing_folder_in_place(tmp_path):
+    first = train_small(tmp_path / "tok", vocab_size=400)
+    train_small(first, vocab_size=500)
+    assert len(load_tokenizer(first)) == 500
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no staging folder left behind
