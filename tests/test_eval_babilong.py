@@ -73,7 +73,7 @@ def _oracle(groups):
     by_input = {r["input"]: r["target"] for rows in groups.values() for r in rows}
 
     def answer(prompt: str) -> str:
-        context = re.search(r"<context>\n(.*)\n</context>", prompt, re.S).group(1)
+        context = re.findall(r"<context>\n(.*?)\n</context>", prompt, re.S)[-1]  # the row's, not an example's
         return " " + by_input[context].replace(",", " and ") + ". Then"
 
     return answer
@@ -181,6 +181,12 @@ def test_missing_task_or_length_is_a_clear_error(tmp_path) -> None:
         load_rows([path], tasks=["qa1"], lengths=["1k"])
     with pytest.raises(ValueError, match=r"no qa3 rows .*tasks present: qa1, qa2"):
         load_rows([path], tasks=["qa3"], lengths=["0k"])
+    with pytest.raises(ValueError, match=r"no rows at length 2k; lengths present: 0k, 1k"):
+        load_rows([path], lengths=["2k"])
+    # Unasked dimensions take what the data has: no error for the sets a sparse grid lacks.
+    assert sorted(load_rows([path])) == [("qa1", "0k"), ("qa2", "1k")]
+    assert sorted(load_rows([path], tasks=["qa2"])) == [("qa2", "1k")]
+    assert sorted(load_rows([path], lengths=["0k"])) == [("qa1", "0k")]
     with pytest.raises(ValueError, match="unknown bAbI task"):
         load_rows([path], tasks=["qa99"])
     bad = tmp_path / "bad.jsonl"
@@ -192,8 +198,9 @@ def test_missing_task_or_length_is_a_clear_error(tmp_path) -> None:
 
 
 def test_length_labels() -> None:
-    assert [length_label(x) for x in ("0k", "1K", 1024, "4096", 0, "128k", 500, 2000)] == [
-        "0k", "1k", "1k", "4k", "0k", "128k", "500", "2k"
+    # The project's convention (lm2 data babilong): k = 1000 tokens.
+    assert [length_label(x) for x in ("0k", "1K", 1000, "4000", 0, "128k", 500, 1024)] == [
+        "0k", "1k", "1k", "4k", "0k", "128k", "500", "1024"
     ]  # fmt: skip
     with pytest.raises(ValueError, match="bad length"):
         length_label("long")
@@ -216,8 +223,11 @@ def test_published_layout_parquet_json_and_save_to_disk(tmp_path) -> None:
             writer.write_table(table)
     (root / "2k" / "qa1" / "dataset_info.json").write_text("{}")
     (root / "2k" / "qa1" / "state.json").write_text("{}")
+    (root / "data" / "qa2").mkdir(parents=True)  # the hub's data/<task>/<length>.json
+    (root / "data" / "qa2" / "4k.json").write_text(json.dumps(records))
     groups = load_rows([root])
-    assert sorted(groups) == [("qa1", "0k"), ("qa1", "1k"), ("qa1", "2k")]
+    assert sorted(groups) == [("qa1", "0k"), ("qa1", "1k"), ("qa1", "2k"), ("qa2", "4k")]
+    assert sorted(load_rows([root], tasks=["qa2"])) == [("qa2", "4k")]
     for rows in groups.values():
         assert [r["input"] for r in rows] == ["ctx 0", "ctx 1", "ctx 2"]
         assert len({r["id"] for r in rows}) == 3
@@ -308,3 +318,18 @@ def test_rag_spec_without_the_baselines_package_is_a_clear_error(monkeypatch) ->
         babilong.make_retriever("bm25:k=5")
     retriever = babilong.make_retriever("lm2.data.prompts:format_plain")
     assert retriever is format_plain
+
+
+def test_sets_built_by_lm2_data_babilong(tmp_path, tokenizer) -> None:
+    babi = shared_path("babi", "en-train")
+    tokenizer.save_pretrained(tmp_path / "tok")
+    build = ["data", "babilong", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "sets")]
+    build += ["--tasks", "qa1,qa8", "--lengths", "0k,1k", "--samples", "3", "--babi", str(babi)]
+    assert main(build) == 0
+    groups = load_rows([tmp_path / "sets"], tasks=["qa1", "qa8"], lengths=["0k", "1k"])
+    assert sorted(groups) == [("qa1", "0k"), ("qa1", "1k"), ("qa8", "0k"), ("qa8", "1k")]
+    assert all(len(rows) == 3 for rows in groups.values())
+    assert len(tokenizer(groups[("qa1", "1k")][0]["input"])["input_ids"]) > 500  # facts hidden in a haystack
+    oracle = Candidate("oracle", lambda: (FakeLM(tokenizer, _oracle(groups)), tokenizer))
+    results = evaluate([oracle], groups, tmp_path / "out", prompt="babilong")
+    assert all(results["accuracy"][n]["oracle"]["avg"] == 100.0 for n in ("0k", "1k"))

@@ -225,7 +225,7 @@ def aggregate(
         for model in models:
             acc, cnt = {}, {}
             for task in tasks:
-                rows = groups[(task, length)]
+                rows = groups.get((task, length), [])  # a set the data lacks: an empty cell
                 hits = [by_key.get((model, task, length, r["id"])) for r in rows]
                 scored = [h for h in hits if h is not None]
                 cnt[task] = len(scored)

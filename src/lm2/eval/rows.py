@@ -2,10 +2,10 @@
 
 1. Generated rows: JSONL files written by ``lm2 data babilong`` (a file, or a folder searched recursively),
    one row a line with at least ``input``, ``question``, ``target``, ``task``, ``length``.
-2. The published BABILong sets in the Hugging Face layout of RMT-team/babilong: a folder with one
-   sub-folder per length (``0k``, ``1k``, ...) holding one split per task, as ``<task>.json``/``.jsonl``,
-   ``<task>-*.parquet``, or a ``<task>/`` folder of parquet, json or arrow files (``save_to_disk``).
-   Their rows have ``input``, ``question``, ``target``; task and length come from the path.
+2. The published BABILong sets (RMT-team/babilong) in any local layout :mod:`lm2.data.published` reads —
+   ``<length>/<task>.json|.jsonl|.parquet``, ``<length>/<task>-*.parquet``, ``<length>/<task>/*.arrow``
+   (``save_to_disk``), the same with task and length swapped, or under ``data/`` — which is also what
+   ``lm2 data babilong`` writes. The (task, length) sets present are found by looking at the names.
 3. bAbI files in the original format (``qaN_<name>_<split>.txt``): the 0K setting, facts only. A folder
    holding both splits is read from its ``test`` files.
 
@@ -24,31 +24,23 @@ from typing import Any
 
 from lm2.data.babi.format import read_stories, task_from_filename
 from lm2.data.babi.types import check_task
+from lm2.data.babilong import length_name, parse_length
+from lm2.data.published import load_published
 
 Row = dict[str, Any]
 REQUIRED = ("input", "question", "target")
-_LENGTH = re.compile(r"^(\d+)\s*([kK]?)$")
-_TASK_FILE = re.compile(r"^(qa\d+)(?:[-_.].*)?$", re.IGNORECASE)
+_TASK = re.compile(r"^qa\d+$", re.IGNORECASE)
+_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow")
 
 
 def length_label(length: Any) -> str:
-    """A canonical length name: "1K", "1k", 1024 and "1024" -> "1k"; 0 -> "0k"; 500 -> "500"."""
-    m = _LENGTH.match(str(length).strip())
-    if not m:
-        raise ValueError(f"bad length {length!r}; use e.g. 0k, 1k, 4k, 128k or a number of tokens")
-    n, k = int(m.group(1)), m.group(2)
-    if k or n == 0:
-        return f"{n}k"
-    if n % 1024 == 0:
-        return f"{n // 1024}k"
-    if n % 1000 == 0:
-        return f"{n // 1000}k"
-    return str(n)
+    """The project's length name (k = 1000 tokens, as ``lm2 data babilong``): "1K", 1000 -> "1k"; 0 -> "0k"."""
+    return length_name(parse_length(length))
 
 
 def length_tokens(label: str) -> int:
-    """The numeric order of a length label ("4k" -> 4096), for sorting."""
-    return int(label[:-1]) * 1024 if label.endswith("k") else int(label)
+    """The numeric order of a length label ("4k" -> 4000), for sorting."""
+    return parse_length(label)
 
 
 def task_order(task: str) -> int:
@@ -79,82 +71,52 @@ def read_generated(path: Path) -> Iterator[Row]:
     """Rows of one JSONL file from ``lm2 data babilong``."""
     for lineno, row in _jsonl(path):
         _check_fields(row, f"{path}:{lineno}", ("task", "length"))
-        task, length = check_task(str(row["task"])), length_label(row["length"])
+        task = check_task(str(row["task"]))
+        length = length_label(row.get("length_name", row["length"]))
         rid = f"{path.stem}:{row.get('id', lineno)}"  # ids need only be unique within their file
         yield {**row, "id": rid, "task": task, "length": length}
 
 
-def _table_rows(path: Path) -> list[dict[str, Any]]:
-    """Records of one published split file (json, jsonl, parquet or arrow)."""
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".arrow"):
-        try:
-            import pyarrow
-            import pyarrow.ipc
-            import pyarrow.parquet
-        except ImportError as err:
-            raise ValueError(f"{path}: reading {suffix} files needs pyarrow (pip install pyarrow)") from err
-        if suffix == ".parquet":
-            return pyarrow.parquet.read_table(path).to_pylist()
-        with pyarrow.memory_map(str(path)) as source:
-            try:
-                return pyarrow.ipc.open_stream(source).read_all().to_pylist()
-            except pyarrow.ArrowInvalid:
-                return pyarrow.ipc.open_file(source).read_all().to_pylist()
-    text = path.read_text(encoding="utf-8")
+def _kind(name: str) -> str | None:
+    """ "task" for qa1..., "length" for 0k, 4k, 1000 ..., else None."""
+    if _TASK.match(name):
+        return "task"
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return [row for _, row in _jsonl(path)]
-    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):  # columns
-        keys = list(data)
-        return [dict(zip(keys, values, strict=True)) for values in zip(*data.values(), strict=True)]
-    if isinstance(data, dict):
-        return [data]
-    return list(data)
+        parse_length(name)
+    except ValueError:
+        return None
+    return "length"
 
 
-_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow")
-
-
-def _published_splits(length_dir: Path) -> dict[str, list[Path]]:
-    """task -> the files of its split inside one length folder."""
-    splits: dict[str, list[Path]] = {}
-    for entry in sorted(length_dir.iterdir()):
-        m = _TASK_FILE.match(entry.name)
-        if not m:
+def published_sets(root: Path) -> list[tuple[str, str]]:
+    """The (task, length) sets a published-layout folder holds, found from its folder and file names."""
+    pairs: set[tuple[str, str]] = set()
+    for base in (root, root / "data"):
+        if not base.is_dir():
             continue
-        task = check_task(m.group(1))
-        if entry.is_dir():
-            files = sorted(p for p in entry.iterdir() if p.suffix.lower() in _DATA_SUFFIXES)
-            files = [p for p in files if p.name not in ("dataset_info.json", "state.json")]
-        elif entry.suffix.lower() in _DATA_SUFFIXES:
-            files = [entry]
-        else:
-            continue
-        splits.setdefault(task, []).extend(files)
-    return splits
-
-
-def is_published(path: Path) -> bool:
-    return path.is_dir() and any(d.is_dir() and _LENGTH.match(d.name) for d in path.iterdir())
+        for outer in base.iterdir():
+            outer_kind = _kind(outer.name) if outer.is_dir() else None
+            if outer_kind is None:
+                continue
+            for inner in outer.iterdir():
+                if inner.is_file() and inner.suffix.lower() not in _DATA_SUFFIXES:
+                    continue
+                name = inner.name if inner.is_dir() else inner.name.split(".")[0].split("-")[0]
+                inner_kind = _kind(name)
+                if inner_kind is None or inner_kind == outer_kind:
+                    continue
+                task, length = (outer.name, name) if outer_kind == "task" else (name, outer.name)
+                pairs.add((check_task(task), length_label(length)))
+    return sorted(pairs, key=lambda p: (length_tokens(p[1]), task_order(p[0])))
 
 
 def read_published(root: Path, tasks: Collection[str] | None = None) -> Iterator[Row]:
-    """Rows of a published BABILong folder (one sub-folder per length), of ``tasks`` only if given."""
-    for length_dir in sorted(root.iterdir()):
-        if not (length_dir.is_dir() and _LENGTH.match(length_dir.name)):
+    """Rows of a published BABILong folder, of ``tasks`` only if given."""
+    for task, length in published_sets(root):
+        if tasks is not None and task not in tasks:
             continue
-        length = length_label(length_dir.name)
-        for task, files in _published_splits(length_dir).items():
-            if tasks is not None and task not in tasks:
-                continue
-            index = 0
-            for file in files:
-                for record in _table_rows(file):
-                    _check_fields(record, f"{file} (row {index})")
-                    yield {**record, "id": f"{task}/{length}/{index}", "task": task, "length": length}
-                    index += 1
+        for index, row in enumerate(load_published(root, [length], [task])):
+            yield {**row, "id": f"{task}/{length}/{index}", "task": task, "length": length}
 
 
 def _babi_files(folder: Path) -> list[Path]:
@@ -196,7 +158,7 @@ def read_source(path: str | os.PathLike, tasks: Collection[str] | None = None) -
                 f"{path}: unknown data file; give a .jsonl of rows, a bAbI .txt file or a folder"
             )
         return
-    if is_published(path):
+    if published_sets(path):
         yield from read_published(path, tasks)
         return
     babi = _babi_files(path)
@@ -219,11 +181,15 @@ def load_rows(
     lengths: list[str] | None = None,
     samples: int | None = None,
 ) -> dict[tuple[str, str], list[Row]]:
-    """Rows grouped by (task, length), in the order asked for.
+    """Rows grouped by (task, length), lengths outer, tasks inner.
 
-    ``tasks``/``lengths`` of None take everything the data has; asking for one the data lacks is an
-    error naming what it has. ``samples`` keeps the first N rows of each group.
+    ``tasks``/``lengths`` of None take every set the data has. Asking for a task or a length the data
+    lacks is an error naming what it has; with both given, every pair must be present. ``samples`` keeps
+    the first N rows of each set.
     """
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    sources = list(sources)
     tasks = [check_task(t) for t in tasks] if tasks else None
     groups: dict[tuple[str, str], list[Row]] = {}
     for source in sources:
@@ -234,28 +200,39 @@ def load_rows(
         raise ValueError(f"no rows{asked} in {', '.join(map(str, sources))}")
     have_tasks = sorted({t for t, _ in groups}, key=task_order)
     have_lengths = sorted({n for _, n in groups}, key=length_tokens)
-    tasks = tasks or have_tasks
-    lengths = [length_label(n) for n in lengths] if lengths else have_lengths
-    for task in tasks:
-        for length in lengths:
-            if (task, length) not in groups:
-                where = sorted((n for t, n in groups if t == task), key=length_tokens)
+    lengths = [length_label(n) for n in lengths] if lengths else None
+    for task in tasks or []:
+        where = sorted((n for t, n in groups if t == task), key=length_tokens)
+        for length in lengths or [None]:
+            if (task, length) not in groups and (length is not None or not where):
                 raise ValueError(
-                    f"the data has no {task} rows at length {length}; "
+                    f"the data has no {task} rows"
+                    + (f" at length {length}" if length else "")
                     + (
-                        f"{task} has lengths {', '.join(where)}"
+                        f"; {task} has lengths {', '.join(where)}"
                         if where
-                        else f"tasks present: {', '.join(have_tasks)}"
+                        else f"; tasks present: {', '.join(have_tasks)}"
                     )
                     + f" (lengths present: {', '.join(have_lengths)})"
                 )
+    for length in lengths or []:
+        if not any(n == length for _, n in groups):
+            raise ValueError(
+                f"the data has no rows at length {length}; lengths present: {', '.join(have_lengths)}"
+            )
+    # Asked for explicitly: every pair of the asked tasks and lengths; otherwise whatever the data has.
+    keys = [
+        (t, n)
+        for n in (lengths or have_lengths)
+        for t in (tasks or have_tasks)
+        if (t, n) in groups and (not tasks or t in tasks) and (not lengths or n in lengths)
+    ]
     out: dict[tuple[str, str], list[Row]] = {}
-    for length in lengths:
-        for task in tasks:
-            rows = groups[(task, length)]
-            ids = [r["id"] for r in rows]
-            if len(set(ids)) != len(ids):
-                dup = next(i for i in ids if ids.count(i) > 1)
-                raise ValueError(f"duplicate row id {dup!r} in {task} at {length}; row ids must be unique")
-            out[(task, length)] = rows[:samples] if samples else rows
+    for task, length in keys:
+        rows = groups[(task, length)]
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"duplicate row id {dup!r} in {task} at {length}; row ids must be unique")
+        out[(task, length)] = rows[:samples] if samples else rows
     return out
