@@ -171,6 +171,17 @@ def test_retriever_hook_shortens_the_context(tmp_path, tokenizer, groups) -> Non
         retriever=lambda row: row["input"].split(". ", 1)[1],
     )
     assert fake.prompts and all("Story" not in p and "Mary went to the" in p for p in fake.prompts)
+    # A retriever may return the row (as lm2.baselines.rag does); only its input is taken.
+    fake = FakeLM(tokenizer, lambda p: " kitchen")
+    results = evaluate(
+        [Candidate("m+RAG", lambda: (fake, tokenizer))],
+        groups,
+        tmp_path / "out2",
+        retriever=lambda row: {"input": "Mary went to the kitchen.", "kept": [1]},
+    )
+    assert set(fake.prompts) == {format_plain({"input": "Mary went to the kitchen.", "question": q}) for q in
+                                 ("Where is Mary?", "How many objects is Mary carrying?")}  # fmt: skip
+    assert results["count"]["0k"]["m+RAG"] == {"qa1": 4, "qa7": 2}
 
 
 def test_missing_task_or_length_is_a_clear_error(tmp_path) -> None:

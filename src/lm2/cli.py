@@ -29,12 +29,13 @@ COMMANDS: dict[str, Any] = {
         "babilong": "lm2.eval.babilong:eval_babilong",
         "mmlu": "lm2.eval.mmlu:eval_mmlu",
         "ppl": "lm2.eval.ppl:eval_ppl",
+        "harness": "lm2.eval.harness:eval_harness",
     },
 }
 
 _GROUP_HELP = {
     "data": "generate bAbI stories, build BABILong sets, train a tokenizer",
-    "eval": "evaluate checkpoints: BABILong accuracy, MMLU, perplexity",
+    "eval": "evaluate checkpoints: BABILong accuracy, MMLU, perplexity, lm-evaluation-harness tasks",
 }
 
 

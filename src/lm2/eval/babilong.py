@@ -16,7 +16,7 @@ import importlib
 import io
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -68,11 +68,11 @@ def apply_retriever(row: Row, retriever: Retriever | None) -> Row:
     if retriever is None:
         return row
     shortened = retriever(row)
-    if isinstance(shortened, str):
-        return {**row, "input": shortened}
-    if not isinstance(shortened, dict) or "input" not in shortened:
+    if isinstance(shortened, Mapping) and "input" in shortened:
+        shortened = shortened["input"]
+    if not isinstance(shortened, str):
         raise TypeError(f"the retriever must return a row with 'input' or a string, got {type(shortened)}")
-    return shortened
+    return {**row, "input": shortened}  # the row keeps its own id, task, question and target
 
 
 def make_retriever(spec: str) -> Retriever:
@@ -156,21 +156,22 @@ def evaluate(
     done = {(r["model"], r["task"], r["length"], r["id"]): r for r in read_predictions(pred_path)}
     _write_predictions(pred_path, list(done.values()))  # drops a torn last line before appending
 
+    # Retrieval and prompts once for all models (the retriever may be slow).
+    prompts = [
+        (row, format_prompt(apply_retriever(row, retriever))) for rows in groups.values() for row in rows
+    ]
     for candidate in candidates:
         pending: list[tuple[Row, str]] = []
-        for (task, length), rows in groups.items():
-            for row in rows:
-                row = apply_retriever(row, retriever)
-                text = format_prompt(row)
-                key = (candidate.name, task, length, row["id"])
-                if key in done:
-                    if done[key]["prompt_sha1"] != _prompt_hash(text):
-                        raise ValueError(
-                            f"{pred_path} holds a prediction for {key} made from a different prompt; "
-                            "use a new --out folder (or delete it) when the data, prompt or RAG changes"
-                        )
-                    continue
-                pending.append((row, text))
+        for row, text in prompts:
+            key = (candidate.name, row["task"], row["length"], row["id"])
+            if key in done:
+                if done[key]["prompt_sha1"] != _prompt_hash(text):
+                    raise ValueError(
+                        f"{pred_path} holds a prediction for {key} made from a different prompt; "
+                        "use a new --out folder (or delete it) when the data, prompt or RAG changes"
+                    )
+                continue
+            pending.append((row, text))
         if not pending:
             continue
         model, tokenizer = candidate.load()
