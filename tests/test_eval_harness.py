@@ -59,19 +59,24 @@ def test_harness_scores_an_lm2_checkpoint_like_a_direct_computation(tmp_path: Pa
     (tmp_path / "tasks" / "lm2_local_mc.yaml").write_text(TASK_YAML.format(data=data))
     ckpt = make_checkpoint(tmp_path / "lm2", family="lm2")
 
-    results = run_harness(str(ckpt), ["lm2_local_mc"], include_path=str(tmp_path / "tasks"), device="cpu")
+    tasks = str(tmp_path / "tasks")
+    results = run_harness(str(ckpt), ["lm2_local_mc"], include_path=tasks, device="cpu", builtin_tasks=False)
     acc = results["results"]["lm2_local_mc"]["acc,none"]
 
     model, tokenizer = load_model_and_tokenizer(ckpt, "cpu")
     hits = []
-    for doc in DOCS:
+    samples = {s["doc_id"]: s for s in results["samples"]["lm2_local_mc"]}
+    for i, doc in enumerate(DOCS):
         context = f"Question: {doc['question']}\nAnswer:"
         scores = [_loglik(model, tokenizer, context, " " + c) for c in doc["choices"]]
+        harness_scores = [float(r[0]) for r in samples[i]["filtered_resps"]]
+        assert harness_scores == pytest.approx(scores, abs=1e-3)
         hits.append(max(range(len(scores)), key=scores.__getitem__) == doc["answer"])
     assert acc == pytest.approx(sum(hits) / len(hits))
 
     out = tmp_path / "harness.json"
     args = ["eval", "harness", "--model", str(ckpt), "--tasks", "lm2_local_mc", "--device", "cpu"]
-    assert main([*args, "--include-path", str(tmp_path / "tasks"), "--out", str(out)]) == 0
+    args += ["--include-path", tasks, "--no-builtin-tasks"]
+    assert main([*args, "--out", str(out)]) == 0
     assert json.loads(out.read_text())["lm2_local_mc"]["acc,none"] == pytest.approx(acc)
-    assert main([*args, "--include-path", str(tmp_path / "tasks"), "--tasks", "no_such_task"]) == 2
+    assert main([*args, "--tasks", "no_such_task"]) == 2

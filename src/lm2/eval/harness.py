@@ -47,10 +47,14 @@ def run_harness(
     device: str = "auto",
     dtype: str = "float32",
     batch_size: int = 1,
+    builtin_tasks: bool = True,
 ) -> dict[str, Any]:
     """The harness's ``simple_evaluate`` results (``results[task][metric]``) for ``tasks``."""
     lm_eval, _, TaskManager = _harness()
-    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    if not builtin_tasks and not include_path:
+        raise ValueError("without the built-in tasks, give --include-path with task YAMLs")
+    # Indexing the ~15k built-in task configs takes half a minute; --no-builtin-tasks skips it.
+    manager = TaskManager(include_path=include_path, include_defaults=builtin_tasks)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise ValueError(f"unknown harness task(s) {', '.join(unknown)}; add a task YAML with --include-path")
@@ -67,6 +71,7 @@ def eval_harness(
     shots: int | None = None,
     limit: int | None = None,
     out: str | None = None,
+    builtin_tasks: bool = True,
     batch_size: int = 1,
     device: str = "auto",
     dtype: Literal["float32", "bfloat16", "float16"] = "float32",
@@ -80,6 +85,7 @@ def eval_harness(
         shots: few-shot examples per question (default: the task's own setting).
         limit: evaluate only the first N documents of each task.
         out: write the results JSON to this file.
+        builtin_tasks: index the harness's built-in tasks too (--no-builtin-tasks: only --include-path).
         batch_size: sequences per forward pass.
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
@@ -87,7 +93,7 @@ def eval_harness(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise ValueError("--tasks needs at least one harness task name")
-    results = run_harness(model, names, include_path, shots, limit, device, dtype, batch_size)
+    results = run_harness(model, names, include_path, shots, limit, device, dtype, batch_size, builtin_tasks)
     text = json.dumps(results["results"], indent=2, default=str)
     if out:
         atomic_write_text(Path(out), text + "\n")
