@@ -116,6 +116,8 @@ def test_constant_answer_scores_the_fraction_of_matching_targets(tmp_path, token
     assert md.index("## 0k") < md.index("## 1k")
     assert "| model | qa1 | qa7 | avg |" in md
     assert "| always-kitchen | 50.0 | 0.0 | 25.0 |" in md
+    assert md.index("## 1k") < md.index("## average over tasks")
+    assert "| model | 0k | 1k |" in md and "| always-none | 25.0 | 25.0 |" in md
     with open(out / "results.csv") as f:
         table = list(csv.reader(f))
     assert table[0] == ["length", "model", "qa1", "qa7", "avg"]

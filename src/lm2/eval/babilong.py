@@ -255,6 +255,13 @@ def to_markdown(results: dict[str, Any]) -> str:
             acc = results["accuracy"][length][model]
             lines.append(f"| {model} | " + " | ".join(_cell(acc[c]) for c in cols) + " |")
         lines.append("")
+    if len(results["lengths"]) > 1:  # the paper's summary: the task average of each model at each length
+        lines += ["## average over tasks", "", "| model | " + " | ".join(results["lengths"]) + " |"]
+        lines.append("|---" * (len(results["lengths"]) + 1) + "|")
+        for model in results["models"]:
+            avgs = [_cell(results["accuracy"][n][model]["avg"]) for n in results["lengths"]]
+            lines.append(f"| {model} | " + " | ".join(avgs) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
