@@ -27,10 +27,17 @@ COMMANDS: dict[str, Any] = {
         "babilong": "lm2.data.cli:babilong_command",
         "tokenizer": "lm2.data.cli:tokenizer_command",
     },
+    "eval": {
+        "babilong": "lm2.eval.babilong:eval_babilong",
+        "mmlu": "lm2.eval.mmlu:eval_mmlu",
+        "ppl": "lm2.eval.ppl:eval_ppl",
+        "harness": "lm2.eval.harness:eval_harness",
+    },
 }
 
 _GROUP_HELP = {
     "data": "generate bAbI stories, build BABILong sets, train a tokenizer",
+    "eval": "evaluate checkpoints: BABILong accuracy, MMLU, perplexity, lm-evaluation-harness tasks",
 }
 
 

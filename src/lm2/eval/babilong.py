@@ -1,0 +1,349 @@
+"""``lm2 eval babilong``: accuracy on BABILong, in the layout of the paper's Table 1.
+
+For every model, every (task, length) group of rows is turned into prompts (``plain`` or the authors'
+``babilong`` layout, optionally after a retrieval step shortens the context), answered by batched greedy
+generation (left padding, at most 20 new tokens) and scored by the whole-word matcher of
+:mod:`lm2.eval.matcher`. Each answer is appended to ``predictions.jsonl`` as soon as its batch is done, so
+a crashed run started again with the same ``--out`` only computes the rows not yet scored. The tables
+(``results.md``, ``results.csv``, ``results.json``) are rebuilt from the predictions at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import io
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from lm2.data.babi.types import parse_tasks
+from lm2.data.prompts import get_prompt_format
+from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer
+from lm2.eval.matcher import is_correct, labels_for
+from lm2.eval.rows import Row, length_label, length_tokens, load_rows, task_order
+from lm2.utils.io import atomic_write, atomic_write_text
+
+MAX_NEW_TOKENS = 20
+PREDICTIONS = "predictions.jsonl"
+
+# A retrieval step: a row -> the row with a shortened "input" (or just the shortened context).
+Retriever = Callable[[Row], "Row | str"]
+
+
+@dataclass
+class Candidate:
+    """One model to evaluate: its name in the tables, and a loader (so models load one at a time)."""
+
+    name: str
+    load: Callable[[], tuple[Any, Any]]
+
+
+@torch.no_grad()
+def generate_answers(
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS
+) -> list[str]:
+    """Greedy continuations of ``prompts`` as one left-padded batch, decoded without special tokens."""
+    tokenizer.padding_side = "left"  # the last prompt token must sit at the last position of every row
+    batch = tokenizer(list(prompts), return_tensors="pt", padding=True).to(model.device)
+    out = model.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    new = out[:, batch["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
+    return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def apply_retriever(row: Row, retriever: Retriever | None) -> Row:
+    if retriever is None:
+        return row
+    shortened = retriever(row)
+    if isinstance(shortened, Mapping) and "input" in shortened:
+        shortened = shortened["input"]
+    if not isinstance(shortened, str):
+        raise TypeError(f"the retriever must return a row with 'input' or a string, got {type(shortened)}")
+    return {**row, "input": shortened}  # the row keeps its own id, task, question and target
+
+
+def make_retriever(spec: str) -> Retriever:
+    """``--rag SPEC``: ``module:function`` names a callable row -> row/str; anything else goes to
+    ``lm2.baselines.rag.make_rag(SPEC)`` (the BM25 retriever of the baselines)."""
+    module, sep, name = spec.partition(":")
+    if sep and module and "." in module:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"--rag {spec!r}: cannot import {name} from {module} ({err})") from err
+    try:
+        rag = importlib.import_module("lm2.baselines.rag")
+    except ModuleNotFoundError as err:
+        raise ValueError(
+            f"--rag {spec!r} needs lm2.baselines.rag (the BM25 baseline), which is not installed; "
+            "or give a callable as module:function"
+        ) from err
+    return rag.make_rag(spec)
+
+
+def _prompt_hash(prompt: str) -> str:
+    return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """The records of a predictions file; a torn last line (a crash mid-write) is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if lineno == len(lines):
+                break
+            raise ValueError(f"{path}:{lineno}: corrupt predictions line ({err.msg})") from err
+    return records
+
+
+def _write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    atomic_write_text(path, text)
+
+
+def _append(path: Path, records: list[dict[str, Any]]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def evaluate(
+    candidates: Sequence[Candidate],
+    groups: dict[tuple[str, str], list[Row]],
+    out: str | os.PathLike,
+    prompt: str = "plain",
+    batch_size: int = 8,
+    retriever: Retriever | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> dict[str, Any]:
+    """Score every candidate on every group, resuming from ``out/predictions.jsonl``; write the tables."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two models share a name in {names}; names must be unique")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pred_path = out / PREDICTIONS
+    format_prompt = get_prompt_format(prompt)
+    labels = {
+        task: labels_for(task, [r["target"] for (t, _), rows in groups.items() if t == task for r in rows])
+        for task, _ in groups
+    }
+
+    done = {(r["model"], r["task"], r["length"], r["id"]): r for r in read_predictions(pred_path)}
+    _write_predictions(pred_path, list(done.values()))  # drops a torn last line before appending
+
+    # Retrieval and prompts once for all models (the retriever may be slow).
+    prompts = [
+        (row, format_prompt(apply_retriever(row, retriever))) for rows in groups.values() for row in rows
+    ]
+    for candidate in candidates:
+        pending: list[tuple[Row, str]] = []
+        for row, text in prompts:
+            key = (candidate.name, row["task"], row["length"], row["id"])
+            if key in done:
+                if done[key]["prompt_sha1"] != _prompt_hash(text):
+                    raise ValueError(
+                        f"{pred_path} holds a prediction for {key} made from a different prompt; "
+                        "use a new --out folder (or delete it) when the data, prompt or RAG changes"
+                    )
+                continue
+            pending.append((row, text))
+        if not pending:
+            continue
+        model, tokenizer = candidate.load()
+        # Similar lengths together: less padding, and the longest batches come first (fail early on memory).
+        pending.sort(key=lambda p: len(p[1]), reverse=True)
+        batches = range(0, len(pending), batch_size)
+        for start in tqdm(batches, desc=f"babilong {candidate.name}", unit="batch"):
+            chunk = pending[start : start + batch_size]
+            answers = generate_answers(model, tokenizer, [t for _, t in chunk], max_new_tokens)
+            records = []
+            for (row, text), answer in zip(chunk, answers, strict=True):
+                record = {
+                    "model": candidate.name,
+                    "task": row["task"],
+                    "length": row["length"],
+                    "id": row["id"],
+                    "question": row["question"],
+                    "target": row["target"],
+                    "prediction": answer,
+                    "correct": is_correct(
+                        answer, row["target"], row["question"], row["task"], labels[row["task"]]
+                    ),
+                    "prompt_sha1": _prompt_hash(text),
+                }
+                records.append(record)
+                done[(candidate.name, row["task"], row["length"], row["id"])] = record
+            _append(pred_path, records)
+        del model, tokenizer
+
+    results = aggregate(list(done.values()), names, groups, labels)
+    write_tables(results, out)
+    return results
+
+
+def aggregate(
+    records: list[dict[str, Any]],
+    models: Sequence[str],
+    groups: dict[tuple[str, str], list[Row]],
+    labels: dict[str, frozenset[str]],
+) -> dict[str, Any]:
+    """{"tasks", "lengths", "models", "accuracy": {length: {model: {task: %, "avg": %}}}, "count": ...}.
+
+    Only the asked rows count (a predictions file may hold more, from an earlier, larger run); answers are
+    re-scored so the tables always follow the current matcher.
+    """
+    tasks = sorted({t for t, _ in groups}, key=task_order)
+    lengths = sorted({n for _, n in groups}, key=length_tokens)
+    by_key = {(r["model"], r["task"], r["length"], r["id"]): r for r in records}
+    accuracy: dict[str, dict[str, dict[str, float]]] = {}
+    count: dict[str, dict[str, dict[str, int]]] = {}
+    for length in lengths:
+        for model in models:
+            acc, cnt = {}, {}
+            for task in tasks:
+                rows = groups.get((task, length), [])  # a set the data lacks: an empty cell
+                hits = [by_key.get((model, task, length, r["id"])) for r in rows]
+                scored = [h for h in hits if h is not None]
+                cnt[task] = len(scored)
+                correct = sum(
+                    is_correct(h["prediction"], h["target"], h["question"], task, labels[task])
+                    for h in scored
+                )
+                acc[task] = 100.0 * correct / len(scored) if scored else float("nan")
+            acc["avg"] = sum(acc[t] for t in tasks) / len(tasks)
+            accuracy.setdefault(length, {})[model] = acc
+            count.setdefault(length, {})[model] = cnt
+    return {"tasks": tasks, "lengths": lengths, "models": list(models), "accuracy": accuracy, "count": count}
+
+
+def _cell(value: float) -> str:
+    return "–" if value != value else f"{value:.1f}"  # NaN: nothing scored
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """One block per length: rows are models, columns the tasks and their average (accuracy, %)."""
+    cols = results["tasks"] + ["avg"]
+    lines = ["# BABILong accuracy (%)", ""]
+    for length in results["lengths"]:
+        lines += [f"## {length}", "", "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for model in results["models"]:
+            acc = results["accuracy"][length][model]
+            lines.append(f"| {model} | " + " | ".join(_cell(acc[c]) for c in cols) + " |")
+        lines.append("")
+    if len(results["lengths"]) > 1:  # the paper's summary: the task average of each model at each length
+        lines += ["## average over tasks", "", "| model | " + " | ".join(results["lengths"]) + " |"]
+        lines.append("|---" * (len(results["lengths"]) + 1) + "|")
+        for model in results["models"]:
+            avgs = [_cell(results["accuracy"][n][model]["avg"]) for n in results["lengths"]]
+            lines.append(f"| {model} | " + " | ".join(avgs) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_csv(results: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    cols = results["tasks"] + ["avg"]
+    writer.writerow(["length", "model", *cols])
+    for length in results["lengths"]:
+        for model in results["models"]:
+            acc = results["accuracy"][length][model]
+            writer.writerow([length, model, *(_cell(acc[c]) for c in cols)])
+    return buf.getvalue()
+
+
+def write_tables(results: dict[str, Any], out: Path) -> None:
+    def clean(value: Any) -> Any:  # JSON has no NaN: a cell with nothing scored is null
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, float) and value != value:
+            return None
+        return round(value, 4) if isinstance(value, float) else value
+
+    atomic_write_text(out / "results.md", to_markdown(results))
+    atomic_write_text(out / "results.csv", to_csv(results))
+    atomic_write(out / "results.json", lambda p: p.write_text(json.dumps(clean(results), indent=2) + "\n"))
+
+
+def _model_names(dirs: list[Path], rag: bool) -> list[str]:
+    names = [d.name for d in dirs]
+    if len(set(names)) != len(names):
+        names = [str(d) for d in dirs]
+    return [n + "+RAG" if rag else n for n in names]
+
+
+def eval_babilong(
+    model: str,
+    data: str,
+    out: str,
+    tasks: str | None = None,
+    lengths: str | None = None,
+    prompt: Literal["plain", "babilong"] = "plain",
+    batch_size: int = 8,
+    samples: int | None = None,
+    rag: str | None = None,
+    device: str = "auto",
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+) -> None:
+    """Evaluate checkpoints on BABILong and write the paper's Table 1 layout (markdown, CSV, JSON).
+
+    Answers are generated greedily (at most 20 new tokens) and scored by whole-word matching. Every answer
+    goes to OUT/predictions.jsonl at once; running again with the same --out skips rows already scored.
+
+    Args:
+        model: checkpoint folder(s), comma-separated; each gives one row of the tables.
+        data: comma-separated sources: JSONL rows from `lm2 data babilong` (file or folder), a published
+            BABILong folder (one sub-folder per length), or bAbI files/folders (0k).
+        out: output folder for predictions.jsonl and results.{md,csv,json}.
+        tasks: e.g. qa1,qa2 or qa1-qa10; default: every task in the data.
+        lengths: e.g. 0k,1k,4k; default: every length in the data.
+        prompt: plain (context, question, Answer:) or babilong (the authors' instruction + examples layout).
+        batch_size: prompts per generation batch.
+        samples: keep the first N rows of each task and length.
+        rag: shorten each context by retrieval: a spec for lm2.baselines.rag.make_rag, or module:function.
+        device: auto, cpu, cuda or cuda:N.
+        dtype: float32, bfloat16 or float16.
+    """
+    dirs = [Path(p.strip()) for p in model.split(",") if p.strip()]
+    if not dirs:
+        raise ValueError("--model needs at least one checkpoint folder")
+    groups = load_rows(
+        [p.strip() for p in data.split(",") if p.strip()],
+        tasks=parse_tasks(tasks) if tasks else None,
+        lengths=[length_label(n) for n in lengths.split(",") if n.strip()] if lengths else None,
+        samples=samples,
+    )
+    retriever = make_retriever(rag) if rag else None
+    candidates = [
+        Candidate(name, lambda d=d: load_model_and_tokenizer(d, device, dtype))
+        for name, d in zip(_model_names(dirs, rag is not None), dirs, strict=True)
+    ]
+    for d in dirs:  # fail before hours of work on the first model if a later folder is broken
+        check_checkpoint(d)
+    results = evaluate(candidates, groups, out, prompt=prompt, batch_size=batch_size, retriever=retriever)
+    print(to_markdown(results))

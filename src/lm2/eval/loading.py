@@ -1,0 +1,133 @@
+"""Load a model and its tokenizer from a checkpoint folder, with errors that name the file at fault.
+
+A checkpoint folder is what ``save_pretrained`` writes for the model and the tokenizer: ``config.json``,
+the weights (``model.safetensors``, a sharded ``model.safetensors.index.json`` + shards, or
+``pytorch_model.bin``) and the tokenizer files (``tokenizer.json`` or ``tokenizer_config.json`` + vocab).
+Any Hugging Face causal LM works; LM2 and the baselines register themselves with the Auto classes when
+their packages are imported, which :func:`load_model_and_tokenizer` does first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Packages that register model classes with AutoModelForCausalLM; absent ones are skipped.
+_MODEL_PACKAGES = ("lm2.models", "lm2.models.lm2", "lm2.models.rmt")
+
+
+def _register_model_classes() -> None:
+    for name in _MODEL_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is None or not name.startswith(err.name):
+                raise  # a real import error inside an existing package must surface
+
+
+def check_checkpoint(path: str | os.PathLike) -> Path:
+    """Check that ``path`` holds a loadable model + tokenizer; raise naming the missing or corrupt file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder not found: {path}")
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config}: missing (a model folder needs config.json from save_pretrained)")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config}: corrupt, not valid JSON ({err})") from err
+    weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
+    if not weights:
+        raise FileNotFoundError(f"{path}: no weights found; expected one of {', '.join(WEIGHT_FILES)}")
+    for file in _safetensors_files(weights[0]):
+        _check_safetensors(file)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{path}: no tokenizer found; expected {' or '.join(TOKENIZER_FILES)} (save the tokenizer "
+            "with the model)"
+        )
+    return path
+
+
+def _safetensors_files(weights: Path) -> list[Path]:
+    if weights.name == "model.safetensors":
+        return [weights]
+    if weights.name.endswith(".index.json"):
+        try:
+            index = json.loads(weights.read_text(encoding="utf-8"))
+            shards = sorted(set(index["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as err:
+            raise ValueError(f"{weights}: corrupt shard index ({err})") from err
+        missing = [s for s in shards if not (weights.parent / s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{weights.parent / missing[0]}: missing (listed in {weights.name})")
+        return [weights.parent / s for s in shards]
+    return []
+
+
+def _check_safetensors(file: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # reading each tensor catches files cut short after the header
+                f.get_slice(key)
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{file}: corrupt or truncated safetensors file ({err})") from err
+    expected = _safetensors_data_end(file)
+    if file.stat().st_size < expected:
+        raise ValueError(f"{file}: truncated, {file.stat().st_size} bytes but the header needs {expected}")
+
+
+def _safetensors_data_end(file: Path) -> int:
+    with open(file, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return 8 + header_len + max(ends, default=0)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from err
+
+
+def load_model_and_tokenizer(
+    path: str | os.PathLike, device: str = "auto", dtype: str = "float32"
+) -> tuple[Any, Any]:
+    """The model (in eval mode, on ``device``) and tokenizer saved in ``path``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    path = check_checkpoint(path)
+    _register_model_classes()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    except (ValueError, KeyError) as err:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+        raise ValueError(f"{path}: cannot load the model (model_type {model_type!r}): {err}") from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as err:  # tokenizers raises bare Exceptions on corrupt JSON
+        raise ValueError(f"{path}: cannot load the tokenizer: {err}") from err
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"{path}: the tokenizer has neither a pad nor an eos token; batching needs one")
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(resolve_device(device)).eval(), tokenizer

@@ -1,0 +1,185 @@
+"""``lm2 eval ppl``: perplexity on text files, with the model's state carried across segments.
+
+Each file is tokenised and fed in segments of ``segment_length`` tokens. A model that returns a cache
+(``past_key_values``: LM2's memory and attention cache, or a plain key/value cache) gets it back with the
+next segment, so every token is predicted from everything before it — for LM2 through its memory. A model
+that returns no cache is scored with a sliding window instead: each segment is predicted with up to
+``window - segment_length`` preceding tokens as context.
+
+The first token of a file is scored only when the tokenizer has a BOS token to predict it from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from lm2.eval.loading import load_model_and_tokenizer
+from lm2.utils.io import atomic_write_text
+
+
+def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed negative log-likelihood of ``targets`` (T,) under ``logits`` (T, V), in float64."""
+    return F.cross_entropy(logits.float(), targets, reduction="sum").double()
+
+
+@torch.no_grad()
+def sequence_nll(
+    model: Any, ids: torch.Tensor, segment_length: int, window: int | None = None
+) -> tuple[float, int, str]:
+    """(summed NLL, scored tokens, mode) of ``ids`` (T,): predictions of ids[1:] from what precedes them.
+
+    ``mode`` is "cache" when the model's ``past_key_values`` carried the state, else "sliding-window".
+    """
+    if segment_length < 1:
+        raise ValueError(f"segment length must be at least 1, got {segment_length}")
+    ids = ids.to(model.device)
+    total = torch.zeros((), dtype=torch.float64)
+    if len(ids) < 2:
+        return 0.0, 0, "cache"
+    past = None
+    prev_last: torch.Tensor | None = None  # logits of the previous segment's last position (V,)
+    for start in range(0, len(ids), segment_length):
+        seg = ids[start : start + segment_length]
+        out = model(input_ids=seg[None], past_key_values=past, use_cache=True)
+        if out.past_key_values is None:  # no state to carry: score with a sliding window
+            return *_sliding_window_nll(model, ids, segment_length, window), "sliding-window"
+        past = out.past_key_values
+        logits = out.logits[0]  # (S, V)
+        if prev_last is not None:  # the boundary: the last token before the segment predicts its first
+            logits = torch.cat([prev_last[None], logits])
+            targets = seg
+        else:
+            targets = seg[1:]
+        total += _token_nll(logits[: len(targets)], targets).cpu()
+        prev_last = out.logits[0, -1]
+    return float(total), len(ids) - 1, "cache"
+
+
+def _sliding_window_nll(
+    model: Any, ids: torch.Tensor, segment_length: int, window: int | None
+) -> tuple[float, int]:
+    window = window or 2 * segment_length
+    if window <= segment_length:
+        raise ValueError(f"the window ({window}) must be longer than the segment length ({segment_length})")
+    total = torch.zeros((), dtype=torch.float64)
+    for start in range(0, len(ids), segment_length):
+        end = min(start + segment_length, len(ids))
+        ctx_start = max(0, end - window)
+        logits = model(input_ids=ids[ctx_start:end][None], use_cache=False).logits[0]  # (end-ctx_start, V)
+        first = max(start, 1)  # position of the first token scored here
+        pred = logits[first - 1 - ctx_start : end - 1 - ctx_start]
+        total += _token_nll(pred, ids[first:end]).cpu()
+    return float(total), len(ids) - 1
+
+
+def _tokenize(tokenizer: Any, text: str, budget: int | None) -> list[int]:
+    """The tokens of ``text``, or at least its first ``budget`` of them without tokenising a huge file whole.
+
+    A prefix is tokenised, doubling until it yields a margin of tokens beyond the budget: tokenisation is
+    local, so the first ``budget`` tokens of the prefix are those of the whole text.
+    """
+    if budget is None:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    chars = 8 * budget + 1024
+    while True:
+        ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+        if chars >= len(text) or len(ids) >= budget + 64:
+            return ids
+        chars *= 2
+
+
+def perplexity(
+    model: Any,
+    tokenizer: Any,
+    files: list[Path],
+    segment_length: int = 512,
+    max_tokens: int | None = None,
+    window: int | None = None,
+) -> dict[str, Any]:
+    """Per-file and total tokens, NLL (nats) and perplexity; at most ``max_tokens`` tokens in all."""
+    per_file = []
+    budget = max_tokens
+    nll_sum, count, mode = 0.0, 0, "cache"
+    for path in files:
+        if budget is not None and budget <= 1:
+            break
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"text file not found: {path}") from err
+        ids = _tokenize(tokenizer, text, budget)
+        if tokenizer.bos_token_id is not None:
+            ids = [tokenizer.bos_token_id] + ids
+        if budget is not None:
+            ids = ids[:budget]
+            budget -= len(ids)
+        if len(ids) < 2:
+            raise ValueError(f"{path}: fewer than 2 tokens, nothing to score")
+        nll, n, mode = sequence_nll(model, torch.tensor(ids), segment_length, window)
+        per_file.append({"file": str(path), "tokens": n, "nll": nll / n, "ppl": math.exp(nll / n)})
+        nll_sum += nll
+        count += n
+    if not count:
+        raise ValueError("no tokens were scored; raise --max-tokens or give non-empty files")
+    return {
+        "tokens": count,
+        "nll": nll_sum / count,
+        "ppl": math.exp(nll_sum / count),
+        "mode": mode,
+        "segment_length": segment_length,
+        "files": per_file,
+    }
+
+
+def eval_ppl(
+    model: str,
+    data: str,
+    segment_length: int = 512,
+    max_tokens: int | None = None,
+    window: int | None = None,
+    out: str | None = None,
+    device: str = "auto",
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+) -> None:
+    """Perplexity of a checkpoint on text files, with memory/cache carried from segment to segment.
+
+    Prints JSON: tokens scored, mean NLL per token (nats), perplexity, per file too.
+
+    Args:
+        model: checkpoint folder.
+        data: text file(s) or folder(s) of .txt files, comma-separated.
+        segment_length: tokens fed per forward pass.
+        max_tokens: stop after this many tokens in all (default: everything).
+        window: for a model without a cache: tokens of context per prediction (default 2 x segment length).
+        out: write the JSON to this file as well.
+        device: auto, cpu, cuda or cuda:N.
+        dtype: float32, bfloat16 or float16.
+    """
+    files: list[Path] = []
+    for part in (p.strip() for p in data.split(",") if p.strip()):
+        path = Path(part)
+        if path.is_dir():
+            found = sorted(path.rglob("*.txt"))
+            if not found:
+                raise ValueError(f"{path}: no .txt files in this folder")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"text file not found: {path}")
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
+    lm, tokenizer = load_model_and_tokenizer(model, device, dtype)
+    results = perplexity(lm, tokenizer, files, segment_length, max_tokens, window)
+    results["model"] = str(model)
+    text = json.dumps(results, indent=2)
+    if out:
+        atomic_write_text(Path(os.fspath(out)), text + "\n")
+    print(text)

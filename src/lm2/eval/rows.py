@@ -1,0 +1,238 @@
+"""Reading BABILong rows for evaluation from the three layouts a user may have.
+
+1. Generated rows: JSONL files written by ``lm2 data babilong`` (a file, or a folder searched recursively),
+   one row a line with at least ``input``, ``question``, ``target``, ``task``, ``length``.
+2. The published BABILong sets (RMT-team/babilong) in any local layout :mod:`lm2.data.published` reads —
+   ``<length>/<task>.json|.jsonl|.parquet``, ``<length>/<task>-*.parquet``, ``<length>/<task>/*.arrow``
+   (``save_to_disk``), the same with task and length swapped, or under ``data/`` — which is also what
+   ``lm2 data babilong`` writes. The (task, length) sets present are found by looking at the names.
+3. bAbI files in the original format (``qaN_<name>_<split>.txt``): the 0K setting, facts only. A folder
+   holding both splits is read from its ``test`` files.
+
+Every row comes back as a dict with ``id``, ``task`` and a normalised ``length`` label added, grouped by
+(task, length).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lm2.data.babi.format import read_stories, task_from_filename
+from lm2.data.babi.types import check_task
+from lm2.data.babilong import length_name, parse_length
+from lm2.data.published import load_published
+
+Row = dict[str, Any]
+REQUIRED = ("input", "question", "target")
+_TASK = re.compile(r"^qa\d+$", re.IGNORECASE)
+_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow")
+
+
+def length_label(length: Any) -> str:
+    """The project's length name (k = 1000 tokens, as ``lm2 data babilong``): "1K", 1000 -> "1k"; 0 -> "0k"."""
+    return length_name(parse_length(length))
+
+
+def length_tokens(label: str) -> int:
+    """The numeric order of a length label ("4k" -> 4000), for sorting."""
+    return parse_length(label)
+
+
+def task_order(task: str) -> int:
+    return int(task[2:])
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+            yield lineno, row
+
+
+def _check_fields(row: dict[str, Any], where: str, extra: tuple[str, ...] = ()) -> None:
+    missing = [k for k in REQUIRED + extra if k not in row]
+    if missing:
+        raise ValueError(f"{where}: row lacks {', '.join(missing)} (rows need {', '.join(REQUIRED + extra)})")
+
+
+def read_generated(path: Path) -> Iterator[Row]:
+    """Rows of one JSONL file from ``lm2 data babilong``."""
+    for lineno, row in _jsonl(path):
+        _check_fields(row, f"{path}:{lineno}", ("task", "length"))
+        task = check_task(str(row["task"]))
+        length = length_label(row.get("length_name", row["length"]))
+        rid = f"{path.stem}:{row.get('id', lineno)}"  # ids need only be unique within their file
+        yield {**row, "id": rid, "task": task, "length": length}
+
+
+def _kind(name: str) -> str | None:
+    """ "task" for qa1..., "length" for 0k, 4k, 1000 ..., else None."""
+    if _TASK.match(name):
+        return "task"
+    try:
+        parse_length(name)
+    except ValueError:
+        return None
+    return "length"
+
+
+def published_sets(root: Path) -> list[tuple[str, str]]:
+    """The (task, length) sets a published-layout folder holds, found from its folder and file names."""
+    pairs: set[tuple[str, str]] = set()
+    for base in (root, root / "data"):
+        if not base.is_dir():
+            continue
+        for outer in base.iterdir():
+            outer_kind = _kind(outer.name) if outer.is_dir() else None
+            if outer_kind is None:
+                continue
+            for inner in outer.iterdir():
+                if inner.is_file() and inner.suffix.lower() not in _DATA_SUFFIXES:
+                    continue
+                name = inner.name if inner.is_dir() else inner.name.split(".")[0].split("-")[0]
+                inner_kind = _kind(name)
+                if inner_kind is None or inner_kind == outer_kind:
+                    continue
+                task, length = (outer.name, name) if outer_kind == "task" else (name, outer.name)
+                pairs.add((check_task(task), length_label(length)))
+    return sorted(pairs, key=lambda p: (length_tokens(p[1]), task_order(p[0])))
+
+
+def read_published(root: Path, tasks: Collection[str] | None = None) -> Iterator[Row]:
+    """Rows of a published BABILong folder, of ``tasks`` only if given."""
+    for task, length in published_sets(root):
+        if tasks is not None and task not in tasks:
+            continue
+        for index, row in enumerate(load_published(root, [length], [task])):
+            yield {**row, "id": f"{task}/{length}/{index}", "task": task, "length": length}
+
+
+def _babi_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("qa*_*_*.txt"))
+    tests = [p for p in files if p.stem.endswith("_test")]
+    return tests or files
+
+
+def read_babi(path: Path) -> Iterator[Row]:
+    """0K rows from one bAbI file: the facts before each question joined into the context."""
+    task = task_from_filename(path)
+    index = 0
+    for story in read_stories(path, task):
+        for sample in story.samples():
+            yield {
+                "id": f"{path.stem}:{index}",
+                "input": " ".join(sample.facts),
+                "question": sample.question,
+                "target": sample.answer,
+                "task": task,
+                "length": "0k",
+            }
+            index += 1
+
+
+def read_source(path: str | os.PathLike, tasks: Collection[str] | None = None) -> Iterator[Row]:
+    """The rows of one ``--data`` entry, whatever its layout (files of other ``tasks`` are not read)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data not found: {path}")
+    if path.is_file():
+        if path.suffix == ".jsonl":
+            yield from read_generated(path)
+        elif path.suffix == ".txt":
+            if tasks is None or task_from_filename(path) in tasks:
+                yield from read_babi(path)
+        else:
+            raise ValueError(
+                f"{path}: unknown data file; give a .jsonl of rows, a bAbI .txt file or a folder"
+            )
+        return
+    if published_sets(path):
+        yield from read_published(path, tasks)
+        return
+    babi = _babi_files(path)
+    jsonl = sorted(path.rglob("*.jsonl"))
+    if not babi and not jsonl:
+        raise ValueError(
+            f"{path}: no BABILong data found; expected JSONL rows, length folders (0k, 1k, ...) of the "
+            "published sets, or bAbI files qaN_<name>_<split>.txt"
+        )
+    for file in babi:
+        if tasks is None or task_from_filename(file) in tasks:
+            yield from read_babi(file)
+    for file in jsonl:
+        yield from read_generated(file)
+
+
+def load_rows(
+    sources: Iterable[str | os.PathLike],
+    tasks: list[str] | None = None,
+    lengths: list[str] | None = None,
+    samples: int | None = None,
+) -> dict[tuple[str, str], list[Row]]:
+    """Rows grouped by (task, length), lengths outer, tasks inner.
+
+    ``tasks``/``lengths`` of None take every set the data has. Asking for a task or a length the data
+    lacks is an error naming what it has; with both given, every pair must be present. ``samples`` keeps
+    the first N rows of each set.
+    """
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    sources = list(sources)
+    tasks = [check_task(t) for t in tasks] if tasks else None
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for source in sources:
+        for row in read_source(source, tasks):
+            groups.setdefault((row["task"], row["length"]), []).append(row)
+    if not groups:
+        asked = f" of {', '.join(tasks)}" if tasks else ""
+        raise ValueError(f"no rows{asked} in {', '.join(map(str, sources))}")
+    have_tasks = sorted({t for t, _ in groups}, key=task_order)
+    have_lengths = sorted({n for _, n in groups}, key=length_tokens)
+    lengths = [length_label(n) for n in lengths] if lengths else None
+    for task in tasks or []:
+        where = sorted((n for t, n in groups if t == task), key=length_tokens)
+        for length in lengths or [None]:
+            if (task, length) not in groups and (length is not None or not where):
+                raise ValueError(
+                    f"the data has no {task} rows"
+                    + (f" at length {length}" if length else "")
+                    + (
+                        f"; {task} has lengths {', '.join(where)}"
+                        if where
+                        else f"; tasks present: {', '.join(have_tasks)}"
+                    )
+                    + f" (lengths present: {', '.join(have_lengths)})"
+                )
+    for length in lengths or []:
+        if not any(n == length for _, n in groups):
+            raise ValueError(
+                f"the data has no rows at length {length}; lengths present: {', '.join(have_lengths)}"
+            )
+    # Asked for explicitly: every pair of the asked tasks and lengths; otherwise whatever the data has.
+    keys = [
+        (t, n)
+        for n in (lengths or have_lengths)
+        for t in (tasks or have_tasks)
+        if (t, n) in groups and (not tasks or t in tasks) and (not lengths or n in lengths)
+    ]
+    out: dict[tuple[str, str], list[Row]] = {}
+    for task, length in keys:
+        rows = groups[(task, length)]
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"duplicate row id {dup!r} in {task} at {length}; row ids must be unique")
+        out[(task, length)] = rows[:samples] if samples else rows
+    return out

@@ -1,0 +1,119 @@
+"""``lm2 eval ppl``: segment-by-segment perplexity equals the full-sequence computation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lm2.cli import main
+from lm2.eval.loading import load_model_and_tokenizer
+from lm2.eval.ppl import perplexity, sequence_nll
+from tests.conftest import shared_path
+from tests.test_eval_fixtures import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = make_checkpoint(tmp_path_factory.mktemp("ppl") / "tiny")
+    model, tokenizer = load_model_and_tokenizer(path, "cpu")
+    return path, model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_lm2(tmp_path_factory):
+    path = make_checkpoint(tmp_path_factory.mktemp("ppl") / "lm2", family="lm2")
+    model, tokenizer = load_model_and_tokenizer(path, "cpu")
+    return path, model, tokenizer
+
+
+def _full_nll(model, ids: torch.Tensor) -> float:
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0]
+    return float(F.cross_entropy(logits[:-1].double(), ids[1:], reduction="sum"))
+
+
+@pytest.mark.parametrize(
+    "family, segment_length",
+    [("llama", 1), ("llama", 7), ("llama", 1000), ("lm2", 3), ("lm2", 8), ("lm2", 20)],
+)
+def test_cached_segments_equal_one_full_forward(request, family, segment_length) -> None:
+    # For LM2 (memory writes every 8 tokens) the memory is what the cache carries across segments.
+    _, model, _ = request.getfixturevalue("tiny" if family == "llama" else "tiny_lm2")
+    assert type(model).__name__ == ("LlamaForCausalLM" if family == "llama" else "LM2ForCausalLM")
+    ids = torch.randint(0, model.config.vocab_size, (90,), generator=torch.Generator().manual_seed(0))
+    nll, n, mode = sequence_nll(model, ids, segment_length)
+    assert mode == "cache" and n == 89
+    assert nll == pytest.approx(_full_nll(model, ids), rel=1e-4)
+
+
+class _NoCache:
+    """Wraps a model so it returns no cache and only sees what it is given: the sliding-window path."""
+
+    def __init__(self, model) -> None:
+        self.model, self.device, self.calls = model, model.device, []
+
+    def __call__(self, input_ids, past_key_values=None, use_cache=False):
+        self.calls.append(input_ids.shape[1])
+        return SimpleNamespace(logits=self.model(input_ids).logits, past_key_values=None)
+
+
+def test_sliding_window_without_a_cache(tiny) -> None:
+    _, model, _ = tiny
+    ids = torch.randint(0, model.config.vocab_size, (100,), generator=torch.Generator().manual_seed(1))
+    # A window longer than the text is the full computation.
+    nll, n, mode = sequence_nll(_NoCache(model), ids, segment_length=30, window=200)
+    assert mode == "sliding-window" and n == 99
+    assert nll == pytest.approx(_full_nll(model, ids), rel=1e-4)
+    # A short window feeds at most `window` tokens per call, and scores every token once.
+    wrapped = _NoCache(model)
+    nll, n, _ = sequence_nll(wrapped, ids, segment_length=20, window=50)
+    assert n == 99 and max(wrapped.calls) <= 50 and math.isfinite(nll)
+    expected = 0.0
+    for start in range(0, 100, 20):
+        ctx = max(0, start + 20 - 50)
+        with torch.no_grad():
+            logits = model(ids[ctx : start + 20][None]).logits[0]
+        first = max(start, 1)
+        expected += float(
+            F.cross_entropy(
+                logits[first - 1 - ctx : start + 19 - ctx].double(), ids[first : start + 20], reduction="sum"
+            )
+        )
+    assert nll == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="must be longer than the segment length"):
+        sequence_nll(_NoCache(model), ids, segment_length=20, window=20)
+
+
+def test_perplexity_on_a_real_book_and_max_tokens(tiny) -> None:
+    _, model, tokenizer = tiny
+    book = shared_path("background", "tinyshakespeare.txt")
+    r = perplexity(model, tokenizer, [book], segment_length=128, max_tokens=300)
+    assert r["tokens"] == 299  # BOS + 299 tokens: every one of the 300 but the first is predicted
+    ids = torch.tensor(
+        [tokenizer.bos_token_id] + tokenizer(book.read_text(encoding="utf-8"))["input_ids"][:299]
+    )
+    assert r["nll"] == pytest.approx(_full_nll(model, ids) / 299, rel=1e-4)
+    assert r["ppl"] == pytest.approx(math.exp(r["nll"]))
+
+
+def test_cli_writes_json_and_rejects_bad_input(tiny, tmp_path: Path) -> None:
+    path, _, _ = tiny
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("Mary moved to the bathroom. John went to the hallway. " * 5)
+    b.write_text("Where is Mary? bathroom. " * 5)
+    out = tmp_path / "ppl.json"
+    args = ["eval", "ppl", "--model", str(path), "--device", "cpu", "--segment-length", "16"]
+    assert main([*args, "--data", f"{a},{b}", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [Path(f["file"]).name for f in r["files"]] == ["a.txt", "b.txt"]
+    assert r["tokens"] == sum(f["tokens"] for f in r["files"])
+    assert r["nll"] == pytest.approx(sum(f["nll"] * f["tokens"] for f in r["files"]) / r["tokens"])
+    assert main([*args, "--data", str(tmp_path / "missing.txt")]) == 2
+    assert main([*args, "--data", str(a), "--max-tokens", "1"]) == 2
+    assert main([*args, "--data", str(a), "--segment-length", "0"]) == 2
