@@ -9,8 +9,9 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-# Deterministic, reproducible tests on a small CPU: two threads is what CI has.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The tests run tiny models: threads buy nothing there, and on a busy 2-core machine a second thread
+# made them 10-20x slower (spin-waiting). Benchmarks, not tests, measure multi-threaded speed.
+torch.set_num_threads(1)
 
 
 def shared_path(*parts: str) -> Path:

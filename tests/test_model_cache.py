@@ -10,15 +10,6 @@ import torch
 from lm2 import LM2Config, LM2ForCausalLM
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU two threads can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> LM2ForCausalLM:
     torch.manual_seed(seed)
     model = LM2ForCausalLM(LM2Config.from_preset("tiny", **overrides)).to(dtype)

@@ -13,15 +13,6 @@ from lm2.cli import main as cli_main
 from lm2.models.lm2.params import count_parameters
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU two threads can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(seed: int = 0, **overrides) -> LM2ForCausalLM:
     torch.manual_seed(seed)
     model = LM2ForCausalLM(LM2Config.from_preset("tiny", **overrides)).eval()

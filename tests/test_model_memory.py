@@ -8,15 +8,6 @@ import torch
 from lm2 import LM2Config, LM2ForCausalLM
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU two threads can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> LM2Config:
     return LM2Config.from_preset("tiny", **overrides)
 

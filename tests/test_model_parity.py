@@ -9,15 +9,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from lm2 import LM2Config, LM2ForCausalLM
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU two threads can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def llama_twin(config: LM2Config) -> LlamaForCausalLM:
     return LlamaForCausalLM(
         LlamaConfig(
