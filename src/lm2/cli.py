@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Subcommand -> "module:function", or a nested group. Modules are imported only to build the parser.
-COMMANDS: dict[str, Any] = {}
+COMMANDS: dict[str, Any] = {
+    "data": {
+        "babi": "lm2.data.cli:babi_command",
+        "babilong": "lm2.data.cli:babilong_command",
+        "tokenizer": "lm2.data.cli:tokenizer_command",
+    },
+}
 
 _GROUP_HELP = {
     "data": "generate bAbI stories, build BABILong sets, train a tokenizer",

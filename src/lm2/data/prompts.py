@@ -28,5 +28,7 @@ PROMPT_FORMATS: dict[str, Callable[[Row], str]] = {"plain": format_plain}
 
 def get_prompt_format(name: str) -> Callable[[Row], str]:
     if name not in PROMPT_FORMATS:
-        raise ValueError(f"unknown prompt format {name!r}; valid formats: {', '.join(sorted(PROMPT_FORMATS))}")
+        raise ValueError(
+            f"unknown prompt format {name!r}; valid formats: {', '.join(sorted(PROMPT_FORMATS))}"
+        )
     return PROMPT_FORMATS[name]

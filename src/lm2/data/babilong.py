@@ -1,0 +1,446 @@
+"""The BABILong builder: hide one bAbI sample's facts, in order, between sentences of background text.
+
+How a row is made (following the authors' ``babilong_utils.NoiseInjectionDataset`` and
+``data/create_tasks.py``, but deterministic by seed):
+
+1. The *length* names a total prompt size in tokens of the chosen tokenizer. As in the authors'
+   script, ``"1k"`` means 1,000 tokens (``"2k"`` 2,000 ... ``"128k"`` 128,000; ``"1m"`` a million; a
+   bare integer is a token count), and the input's budget leaves room for the prompt around it:
+   ``budget = length - prompt_reserve`` (300 tokens by default, as theirs). ``0k`` means facts only.
+2. The budget minus the facts' tokens is filled with consecutive background sentences from a seeded
+   random start (wrapping around the end of the background). The last sentence is cut at a token
+   boundary so the input lands on the budget, as the authors do.
+3. Each fact goes into a seeded random gap between background sentences (gaps drawn with replacement,
+   then sorted, so facts keep their order and several may share a gap).
+4. The question and the answer stay separate: ``input`` holds only facts and background.
+
+Token counts come from tokenising every background sentence once (with the space that precedes it in
+the input) and every fact once; the growing input is never re-tokenised. For byte-level BPE tokenizers
+(GPT-2 style: ours, GPT-2, Llama-3) pre-tokenisation splits at spaces, so these counts add up to the
+input's true token count, give or take a token or two where the cut sentence re-merges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from lm2.data.babi.types import Sample, check_task
+from lm2.data.background import Background
+from lm2.utils.io import atomic_write
+
+PROMPT_RESERVE = 300  # tokens the authors leave for instruction, examples, question (create_tasks.py)
+MAX_LENGTH = 10_000_000  # BABILong goes to 10M tokens; beyond that is surely a typo
+STANDARD_LENGTHS = ["0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k"]
+MIN_SENTENCE_TOKENS = 10  # the authors' SentenceSampler skips shorter background sentences
+
+_LENGTH = re.compile(r"^(\d+(?:\.\d+)?)\s*([km]?)$")
+
+
+def parse_length(spec: str | int) -> int:
+    """'4k' -> 4000 tokens, '1m' -> 1_000_000, '1500' -> 1500, '0k' -> 0 (facts only)."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        value = spec
+    else:
+        m = _LENGTH.match(str(spec).strip().lower())
+        if not m:
+            raise ValueError(
+                f"bad length {spec!r}: give a token count such as 0k, 1k, 4k, 128k (k = 1000 tokens), "
+                f"1m, or an integer"
+            )
+        scale = {"": 1, "k": 1000, "m": 1_000_000}[m.group(2)]
+        value = round(float(m.group(1)) * scale)
+    if value < 0:
+        raise ValueError(f"length must not be negative, got {spec!r}")
+    if value > MAX_LENGTH:
+        raise ValueError(f"length {spec!r} is over the limit of {MAX_LENGTH:,} tokens")
+    return value
+
+
+def length_name(tokens: int) -> str:
+    """The config name of a length: 1000 -> '1k', 0 -> '0k', 1_000_000 -> '1m', 1500 -> '1500'."""
+    if tokens % 1_000_000 == 0 and tokens:
+        return f"{tokens // 1_000_000}m"
+    if tokens % 1000 == 0:
+        return f"{tokens // 1000}k"
+    return str(tokens)
+
+
+def parse_lengths(spec: str | Sequence[str | int]) -> list[int]:
+    """'0k,1k,4k' or 'all' (0k ... 128k) -> token counts, in order, without repeats."""
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    if isinstance(spec, str) and spec.strip().lower() == "all":
+        parts = STANDARD_LENGTHS
+    out: list[int] = []
+    for part in parts:
+        if isinstance(part, str) and not part.strip():
+            continue
+        value = parse_length(part)
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise ValueError(f"no lengths in {spec!r}; give e.g. '0k,1k,4k' or 'all'")
+    return out
+
+
+def input_budget(length: int, prompt_reserve: int = PROMPT_RESERVE) -> int | None:
+    """Tokens the input may hold at ``length`` (None for 0: facts only)."""
+    if length == 0:
+        return None
+    if prompt_reserve < 0:
+        raise ValueError(f"prompt_reserve must not be negative, got {prompt_reserve}")
+    if length <= prompt_reserve:
+        raise ValueError(
+            f"length {length} leaves no room for the input after the {prompt_reserve}-token prompt reserve; "
+            f"use a length above {prompt_reserve} or a smaller prompt reserve"
+        )
+    return length - prompt_reserve
+
+
+class TokenCounter:
+    """Counts tokens of many short texts at once, with the fast backend when there is one."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        self.tokenizer = tokenizer
+        self.backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        if self.backend is not None:
+            return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def count(self, texts: list[str]) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.encode(texts)), dtype=np.int64, count=len(texts))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+@dataclass
+class PreparedBackground:
+    """Background sentences with their token counts, tokenised once for every row that uses them."""
+
+    name: str
+    sentences: list[str]
+    tokens: np.ndarray  # (S,) tokens of " " + sentence, as it sits in the input
+    cumsum: np.ndarray  # (S + 1,) tokens before sentence i
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.cumsum[-1])
+
+
+def prepare_background(
+    background: Background, counter: TokenCounter, min_sentence_tokens: int = MIN_SENTENCE_TOKENS
+) -> PreparedBackground:
+    """Tokenise the background once; drop sentences shorter than ``min_sentence_tokens`` (as the authors)."""
+    tokens = counter.count([" " + s for s in background.sentences])
+    keep = np.flatnonzero(tokens >= min_sentence_tokens)
+    if len(keep) == 0:
+        raise ValueError(
+            f"background {background.name!r}: none of its {len(tokens)} sentences has at least "
+            f"{min_sentence_tokens} tokens"
+        )
+    kept = tokens[keep]
+    return PreparedBackground(
+        name=background.name,
+        sentences=[background.sentences[i] for i in keep.tolist()],
+        tokens=kept,
+        cumsum=np.concatenate([[0], np.cumsum(kept)]),
+    )
+
+
+class FactsTooLong(ValueError):
+    """A sample's facts alone exceed the input budget of a length."""
+
+
+def _row_rng(seed: int, task: str, length: int, sample_id: int) -> np.random.Generator:
+    # One independent stream per row: a row never changes when other rows, tasks or lengths are added.
+    return np.random.default_rng([seed, int(task[2:]), length, sample_id])
+
+
+def _take_background(bg: PreparedBackground, start: int, need: int) -> list[int]:
+    """Indices of consecutive sentences from ``start`` (wrapping) whose tokens first reach ``need``."""
+    n, c = len(bg.sentences), bg.cumsum
+    if need <= 0:
+        return []
+    if c[n] - c[start] >= need:
+        end = int(np.searchsorted(c, c[start] + need, side="left"))
+        return list(range(start, end))
+    rest = need - int(c[n] - c[start])
+    end = int(np.searchsorted(c, rest, side="left"))
+    return list(range(start, n)) + list(range(0, end))
+
+
+def build_row(
+    sample: Sample,
+    length: int,
+    background: PreparedBackground,
+    counter: TokenCounter,
+    seed: int,
+    sample_id: int,
+    prompt_reserve: int = PROMPT_RESERVE,
+    fact_tokens: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One BABILong row: ``sample``'s facts hidden in ``background`` up to ``length`` tokens.
+
+    Raises :class:`FactsTooLong` when the facts alone exceed the input budget, and ``ValueError`` when
+    the background holds fewer tokens than the row needs.
+    """
+    task = check_task(sample.task)
+    facts = list(sample.facts)
+    if fact_tokens is None:
+        fact_tokens = counter.count([" " + f for f in facts])
+    budget = input_budget(length, prompt_reserve)
+    facts_total = int(fact_tokens.sum())
+    rng = _row_rng(seed, task, length, sample_id)
+
+    bg_pieces: list[str] = []
+    bg_counts: list[int] = []
+    bg_start = None
+    if budget is not None:
+        need = budget - facts_total
+        if need < 0:
+            raise FactsTooLong(
+                f"{task} sample {sample_id}: its {len(facts)} facts take {facts_total} tokens, over the "
+                f"{budget}-token input budget of length {length} ({length} - {prompt_reserve} prompt reserve)"
+            )
+        if need > background.total_tokens:
+            raise ValueError(
+                f"background {background.name!r} is too short: it has {background.total_tokens:,} tokens "
+                f"in {len(background.sentences):,} usable sentences, but length {length_name(length)} needs "
+                f"{need:,} tokens of background"
+            )
+        bg_start = int(rng.integers(len(background.sentences)))
+        idx = _take_background(background, bg_start, need)
+        bg_pieces = [background.sentences[i] for i in idx]
+        bg_counts = background.tokens[idx].tolist()
+        overflow = sum(bg_counts) - need
+        if overflow > 0:  # cut the last sentence at a token boundary so the input lands on the budget
+            keep = bg_counts[-1] - overflow
+            ids = counter.encode([" " + bg_pieces[-1]])[0][:keep]
+            bg_pieces[-1] = counter.decode(ids).strip()
+            bg_counts[-1] = keep
+            if not bg_pieces[-1]:  # the kept tokens were only whitespace
+                bg_pieces.pop()
+                bg_counts.pop()
+
+    # Facts go into gaps 0..len(bg) (gap g = before background sentence g), drawn with replacement.
+    gaps = np.sort(rng.integers(0, len(bg_pieces) + 1, size=len(facts))).tolist()
+    pieces: list[str] = []
+    counts: list[int] = []
+    fact_piece: list[int] = []
+    f = 0
+    for g in range(len(bg_pieces) + 1):
+        while f < len(facts) and gaps[f] == g:
+            fact_piece.append(len(pieces))
+            pieces.append(facts[f])
+            counts.append(int(fact_tokens[f]))
+            f += 1
+        if g < len(bg_pieces):
+            pieces.append(bg_pieces[g])
+            counts.append(bg_counts[g])
+
+    text = " ".join(pieces)
+    if pieces:  # the first piece has no space before it
+        counts[0] = len(counter.encode([pieces[0]])[0])
+    char_starts = np.concatenate([[0], np.cumsum([len(p) + 1 for p in pieces])])
+    token_starts = np.concatenate([[0], np.cumsum(counts)])
+    positions = [
+        {
+            "sentence": p,  # index among the input's sentences (facts and background)
+            "char_start": int(char_starts[p]),
+            "char_end": int(char_starts[p]) + len(pieces[p]),
+            "token_start": int(token_starts[p]),
+        }
+        for p in fact_piece
+    ]
+    return {
+        "input": text,
+        "question": sample.question,
+        "target": sample.answer,
+        "task": task,
+        "length": length,
+        "length_name": length_name(length),
+        "input_tokens": int(token_starts[-1]),
+        "prompt_reserve": prompt_reserve if budget is not None else 0,
+        "facts": facts,
+        "supporting": list(sample.supporting),
+        "fact_positions": positions,
+        "background": background.name,
+        "background_start": bg_start,
+        "background_sentences": len(bg_pieces),
+        "tokenizer": counter.name,
+        "seed": seed,
+        "sample_id": sample_id,
+    }
+
+
+def plan_samples(
+    samples: Sequence[Sample],
+    lengths: Sequence[int],
+    num_samples: int,
+    counter: TokenCounter,
+    seed: int,
+    prompt_reserve: int = PROMPT_RESERVE,
+) -> tuple[dict[int, list[int]], list[np.ndarray]]:
+    """Choose ``num_samples`` sample ids per length: a seeded shuffle of the pool, skipping samples whose
+    facts alone overflow a length's budget (so most lengths share the same samples, as in the authors'
+    sets). Returns the choice and every sample's per-fact token counts.
+    """
+    if num_samples < 1:
+        raise ValueError(f"the number of samples must be at least 1, got {num_samples}")
+    if not samples:
+        raise ValueError("no bAbI samples to build from")
+    task = check_task(samples[0].task)
+    order = np.random.default_rng([seed, int(task[2:])]).permutation(len(samples)).tolist()
+    flat = counter.count([" " + f for s in samples for f in s.facts])
+    splits = np.cumsum([len(s.facts) for s in samples])[:-1]
+    fact_tokens = np.split(flat, splits)
+    totals = np.array([int(t.sum()) for t in fact_tokens])
+    plan: dict[int, list[int]] = {}
+    for length in lengths:
+        budget = input_budget(length, prompt_reserve)
+        chosen = [i for i in order if budget is None or totals[i] <= budget][:num_samples]
+        if len(chosen) < num_samples:
+            raise ValueError(
+                f"{task}: only {len(chosen)} of {len(samples)} samples have facts that fit the "
+                f"{budget}-token input budget of length {length_name(length)}, {num_samples} were asked "
+                f"for (longest facts: {int(totals.max())} tokens); use longer lengths or fewer samples"
+            )
+        plan[length] = chosen
+    return plan, fact_tokens
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]], bar: tqdm | None = None) -> Path:
+    """Write ``rows`` as JSON lines, atomically (the file appears complete or not at all)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False))
+                f.write("\n")
+                if bar is not None:
+                    bar.update(1)
+
+    return atomic_write(path, write)
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+
+
+def build_babilong(
+    samples: dict[str, Sequence[Sample]],
+    lengths: Sequence[int],
+    num_samples: int,
+    background: Background,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int,
+    out: str | os.PathLike,
+    prompt_reserve: int = PROMPT_RESERVE,
+    min_sentence_tokens: int = MIN_SENTENCE_TOKENS,
+    facts_source: str = "",
+    progress: bool = True,
+) -> list[Path]:
+    """Build every (length, task) set and write ``out/<length>/<task>.jsonl`` plus ``out/manifest.json``.
+
+    The layout mirrors the published sets (config = length, split = task). Everything that can fail on
+    user input — task names, lengths, the prompt reserve, samples that do not fit, a background too short
+    for the longest length — is checked before the first file is written.
+    """
+    tasks = [check_task(t) for t in samples]
+    lengths = [parse_length(x) for x in lengths]
+    for length in lengths:
+        input_budget(length, prompt_reserve)
+    counter = TokenCounter(tokenizer)
+    prepared = prepare_background(background, counter, min_sentence_tokens)
+
+    plans: dict[str, tuple[dict[int, list[int]], list[np.ndarray]]] = {}
+    for task in tasks:
+        if any(check_task(s.task) != task for s in samples[task]):
+            raise ValueError(f"samples given for {task} include samples of another task")
+        plans[task] = plan_samples(samples[task], lengths, num_samples, counter, seed, prompt_reserve)
+        plan, fact_tokens = plans[task]
+        for length in lengths:
+            budget = input_budget(length, prompt_reserve)
+            if budget is None:
+                continue
+            need = budget - min(int(fact_tokens[i].sum()) for i in plan[length])
+            if need > prepared.total_tokens:
+                raise ValueError(
+                    f"background {background.name!r} is too short for length {length_name(length)}: it has "
+                    f"{prepared.total_tokens:,} tokens in {len(prepared.sentences):,} sentences of at least "
+                    f"{min_sentence_tokens} tokens, and {need:,} are needed"
+                )
+
+    out = Path(out)
+    written: list[Path] = []
+    bar = tqdm(
+        total=len(tasks) * len(lengths) * num_samples, desc="babilong", unit="row", disable=not progress
+    )
+    for length in lengths:
+        for task in tasks:
+            plan, fact_tokens = plans[task]
+
+            rows = (
+                {**build_row(samples[task][i], length, prepared, counter, seed, i, prompt_reserve, fact_tokens[i]),
+                 "facts_source": facts_source}
+                for i in plan[length]
+            )  # fmt: skip
+            written.append(write_jsonl(out / length_name(length) / f"{task}.jsonl", rows, bar))
+    bar.close()
+    manifest = {
+        "format": "lm2-babilong-v1",
+        "tasks": tasks,
+        "lengths": [length_name(x) for x in lengths],
+        "length_tokens": lengths,
+        "samples_per_task": num_samples,
+        "seed": seed,
+        "prompt_reserve": prompt_reserve,
+        "min_sentence_tokens": min_sentence_tokens,
+        "background": background.name,
+        "background_documents": background.documents,
+        "background_tokens": prepared.total_tokens,
+        "tokenizer": counter.name,
+        "facts_source": facts_source,
+        "files": [str(p.relative_to(out)) for p in written],
+    }
+    atomic_write(out / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+    return written
+
+
+__all__ = [
+    "MAX_LENGTH",
+    "PROMPT_RESERVE",
+    "STANDARD_LENGTHS",
+    "FactsTooLong",
+    "PreparedBackground",
+    "TokenCounter",
+    "build_babilong",
+    "build_row",
+    "input_budget",
+    "length_name",
+    "parse_length",
+    "parse_lengths",
+    "plan_samples",
+    "prepare_background",
+    "read_jsonl",
+    "write_jsonl",
+]
