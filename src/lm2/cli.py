@@ -25,6 +25,8 @@ COMMANDS: dict[str, Any] = {
         "babilong": "lm2.data.cli:babilong_command",
         "tokenizer": "lm2.data.cli:tokenizer_command",
     },
+    "train": "lm2.train.trainer:train",
+    "prepare": "lm2.train.trainer:prepare",
 }
 
 _GROUP_HELP = {
