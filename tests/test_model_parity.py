@@ -55,3 +55,41 @@ def test_vanilla_has_no_memory_parameters() -> None:
     assert not [n for n, _ in model.named_parameters() if "memory" in n]
     llama = llama_twin(model.config)
     assert set(model.state_dict()) == set(llama.state_dict())
+
+
+def test_llama3_rope_scaling_matches_transformers() -> None:
+    """Llama 3.x checkpoints rescale RoPE frequencies; from_llama carries that over exactly."""
+    torch.manual_seed(0)
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 500.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,  # short, so that every frequency band is rescaled here
+    }
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_parameters=rope,
+            max_position_embeddings=64,
+        )
+    ).eval()
+    with torch.no_grad():
+        for p in llama.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.2)
+    ours = LM2ForCausalLM.from_llama(llama, use_memory=False).eval()
+    assert ours.config.rope_llama3 is not None
+    plain = LM2ForCausalLM(LM2Config(**{**ours.config.to_dict(), "rope_llama3": None})).eval()
+    plain.load_state_dict(ours.state_dict())
+    ids = torch.randint(0, 64, (2, 40))
+    with torch.no_grad():
+        ref = llama(ids).logits
+        torch.testing.assert_close(ours(ids).logits, ref, rtol=1e-5, atol=1e-5)
+        assert (plain(ids).logits - ref).abs().max() > 1e-3  # the rescaling matters at these positions

@@ -25,6 +25,8 @@ COMMANDS: dict[str, Any] = {
         "babilong": "lm2.data.cli:babilong_command",
         "tokenizer": "lm2.data.cli:tokenizer_command",
     },
+    "demo": "lm2.models.lm2.commands:demo",
+    "params": "lm2.models.lm2.commands:params",
     "train": "lm2.train.trainer:train",
     "prepare": "lm2.train.trainer:prepare",
 }

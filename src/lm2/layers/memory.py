@@ -186,7 +186,7 @@ class MemoryBank(nn.Module):
         if layout.dense:
             out = r.reshape(B, G * S, D)[:, :T]
         else:
-            out = h.new_zeros(B, T, D).index_put(
+            out = r.new_zeros(B, T, D).index_put(
                 (layout.b_idx, layout.t_idx), r[layout.b_idx, layout.row, layout.col]
             )
         new_buffer = grid[torch.arange(B, device=h.device), layout.n_writes]  # (B, S, D)

@@ -7,16 +7,35 @@ load.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def rope_inv_freq(
+    head_dim: int, theta: float, llama3: dict | None = None, device: torch.device | None = None
+) -> torch.Tensor:
+    """Inverse frequencies (head_dim/2,), optionally with Llama 3.1's long-context rescaling."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float) / head_dim))
+    if llama3 is None:
+        return inv_freq
+    factor, low, high, old_len = (llama3[k] for k in LLAMA3_KEYS)
+    wavelen = 2 * math.pi / inv_freq
+    # Long wavelengths are stretched by factor, short ones kept, and the band between interpolated.
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(medium, smoothed, scaled)
 
 
 def rope_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype, llama3: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of shape (B, T, head_dim) for integer positions (B, T)."""
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim)
-    )
+    inv_freq = rope_inv_freq(head_dim, theta, llama3, position_ids.device)
     # float32 angles, as transformers' Llama computes them, so that parity holds to the last bits.
     freqs = position_ids[..., None].float() * inv_freq  # (B, T, head_dim/2)
     emb = torch.cat((freqs, freqs), dim=-1)

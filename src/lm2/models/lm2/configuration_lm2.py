@@ -6,6 +6,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from lm2.layers.rotary import LLAMA3_KEYS
+
 MEMORY_INITS = ("identity", "learned")
 MEMORY_IMPLS = ("fast", "naive")
 
@@ -67,6 +69,8 @@ class LM2Config(PretrainedConfig):
             query heads.
         rms_norm_eps: Epsilon of RMSNorm.
         rope_theta: Base of the rotary position embedding.
+        rope_llama3: None, or Llama 3.1's RoPE rescaling as a dict with factor, low_freq_factor,
+            high_freq_factor and original_max_position_embeddings (as in Llama 3.x checkpoints).
         max_position_embeddings: Longest context the model is meant for (informative; RoPE has no table).
         initializer_range: Standard deviation of the normal weight initialisation.
         tie_word_embeddings: Share the input embedding and the output projection.
@@ -97,6 +101,7 @@ class LM2Config(PretrainedConfig):
         num_key_value_heads: int | None = None,
         rms_norm_eps: float = 1e-5,
         rope_theta: float = 10000.0,
+        rope_llama3: dict[str, float] | None = None,
         max_position_embeddings: int = 2048,
         initializer_range: float = 0.02,
         tie_word_embeddings: bool = False,
@@ -124,6 +129,7 @@ class LM2Config(PretrainedConfig):
         self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
         self.rms_norm_eps = rms_norm_eps
         self.rope_theta = rope_theta
+        self.rope_llama3 = dict(rope_llama3) if rope_llama3 is not None else None
         self.max_position_embeddings = max_position_embeddings
         self.initializer_range = initializer_range
         self.use_cache = use_cache
@@ -211,6 +217,14 @@ class LM2Config(PretrainedConfig):
                 raise ValueError(
                     f"memory_topk ({self.memory_topk}) cannot exceed memory_slots ({self.memory_slots})"
                 )
+        if self.rope_llama3 is not None:
+            missing = [k for k in LLAMA3_KEYS if not isinstance(self.rope_llama3.get(k), (int, float))]
+            if missing:
+                raise ValueError(
+                    f"rope_llama3 needs numeric {list(LLAMA3_KEYS)}; missing or invalid: {missing}"
+                )
+            if self.rope_llama3["high_freq_factor"] <= self.rope_llama3["low_freq_factor"]:
+                raise ValueError("rope_llama3: high_freq_factor must exceed low_freq_factor")
         if self.memory_init not in MEMORY_INITS:
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
         if self.memory_impl not in MEMORY_IMPLS:

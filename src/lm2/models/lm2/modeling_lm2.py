@@ -9,6 +9,10 @@ key names, so Llama checkpoints load directly.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,8 +22,26 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
+from lm2.layers.rotary import LLAMA3_KEYS
 from lm2.models.lm2.cache_lm2 import LM2Cache
 from lm2.models.lm2.configuration_lm2 import LM2Config
+
+logger = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickles(path: Path) -> None:
+    """A checkpoint folder must hold safetensors: pickles can run code when loaded."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"{path} holds a pickled checkpoint ({', '.join(pickles)}) and no .safetensors file; only safetensors "
+            "checkpoints are loaded (convert it with safetensors.torch.save_file on a trusted machine)"
+        )
+    raise ValueError(f"{path} holds no .safetensors weights")
 
 
 class LM2Block(nn.Module):
@@ -84,6 +106,40 @@ class LM2PreTrainedModel(PreTrainedModel):
     _no_split_modules = ["LM2Block"]
     _is_stateful = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """Load a saved LM2 (safetensors only), refusing a memory configuration other than the saved one.
+
+        Memory fields passed as overrides (or in ``config=``) must match the checkpoint's: otherwise weights
+        would be silently dropped or re-initialised. Missing, unexpected or mismatched weights are errors.
+        """
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            _refuse_pickles(path)
+            config = kwargs.pop("config", None)
+            saved = LM2Config.from_pretrained(path)
+            if config is None:
+                config, kwargs = LM2Config.from_pretrained(path, return_unused_kwargs=True, **kwargs)
+            config.validate_lm2()
+            want, have = config.memory_signature(), saved.memory_signature()
+            diff = {k: (have[k], want[k]) for k in want if want[k] != have[k]}
+            if diff:
+                detail = ", ".join(f"{k}: saved {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
+                raise ValueError(f"{path} was saved with a different memory configuration ({detail})")
+            kwargs["config"] = config
+        want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("use_safetensors", True)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        problems = {
+            k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            raise ValueError(f"checkpoint {pretrained_model_name_or_path} does not fit the model: {problems}")
+        return (model, info) if want_info else model
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise every parameter kind of the model (also those a checkpoint does not provide)."""
@@ -105,6 +161,9 @@ class LM2PreTrainedModel(PreTrainedModel):
 
 
 class LM2Model(LM2PreTrainedModel):
+    # Shortest chunk a windowed long input is split into (longer when the window or segment is longer).
+    window_chunk = 1024
+
     def __init__(self, config: LM2Config) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -173,17 +232,58 @@ class LM2Model(LM2PreTrainedModel):
             raise ValueError(f"the cache holds {cache.batch_size} sequences but the input has {B}")
 
         valid = self._current_mask(attention_mask, B, T, cache.seen_tokens if has_past else 0, device)
-        past_valid = cache.seen_valid if has_past else torch.zeros(B, dtype=torch.long, device=device)
-        # Index of each token among its sample's valid tokens (padding: that of the previous valid token).
-        index = past_valid[:, None] + valid.long().cumsum(1) - 1  # (B, T)
-        if position_ids is None:
-            position_ids = index.clamp(min=0)
-        elif position_ids.shape != (B, T):
+        if position_ids is not None and position_ids.shape != (B, T):
             if position_ids.dim() == 2 and position_ids.shape[0] == 1 and position_ids.shape[1] == T:
                 position_ids = position_ids.expand(B, T)
             else:
                 raise ValueError(f"position_ids must have shape ({B}, {T}), got {tuple(position_ids.shape)}")
-        cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, inputs_embeds.dtype)
+
+        # With a window, a long input runs in chunks through the cache: time linear in T and memory flat,
+        # and (chunking invariance) exactly the same result as one pass.
+        window = config.attention_window
+        chunk = T if window is None else max(2 * window, config.segment_length, self.window_chunk)
+        if chunk < T and cache is None:
+            cache = LM2Cache(config.num_hidden_layers)
+        outputs, hidden_states = [], []
+        for start in range(0, T, chunk):
+            part = slice(start, start + chunk)
+            x, hidden = self._decode(
+                inputs_embeds[:, part],
+                valid[:, part],
+                None if position_ids is None else position_ids[:, part],
+                cache,
+                output_hidden_states,
+            )
+            outputs.append(x)
+            hidden_states.append(hidden)
+        x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
+        if output_hidden_states:
+            hidden_states = [torch.cat(per_layer, 1) for per_layer in zip(*hidden_states, strict=True)]
+        out = BaseModelOutputWithPast(
+            last_hidden_state=x,
+            past_key_values=cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def _decode(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        cache: LM2Cache | None,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """All blocks over embeddings x (B, T, D) continuing the cache; updates the cache in place."""
+        config = self.config
+        B, T, _ = x.shape
+        has_past = cache is not None and cache.is_initialized
+        past_valid = cache.seen_valid if has_past else torch.zeros(B, dtype=torch.long, device=x.device)
+        # Index of each token among its sample's valid tokens (padding: that of the previous valid token).
+        index = past_valid[:, None] + valid.long().cumsum(1) - 1  # (B, T)
+        if position_ids is None:
+            position_ids = index.clamp(min=0)
+        cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype, config.rope_llama3)
 
         # Self-attention mask over [cached keys, new keys]; None = plain causal (the fused fast path).
         new_key_index = torch.where(valid, index, torch.full_like(index, -1))
@@ -199,11 +299,8 @@ class LM2Model(LM2PreTrainedModel):
             # Padding queries see everything: their outputs are never used, and this keeps them finite.
             mask = (mask | ~valid[:, :, None])[:, None]  # (B, 1, T, L)
 
-        fill = past_valid % config.segment_length
-        layout = SegmentLayout.build(valid, fill, config.segment_length)
-
-        x = inputs_embeds
-        hidden_states = [x] if output_hidden_states else None
+        layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
+        hidden_states = [x] if output_hidden_states else []
         for block in self.layers:
             x = block(x, cos, sin, mask, layout, cache, config.memory_impl)
             if output_hidden_states:
@@ -217,12 +314,7 @@ class LM2Model(LM2PreTrainedModel):
             cache.seen_valid = past_valid + valid.long().sum(1)
             cache.seen_tokens = (cache.seen_tokens if has_past else 0) + T
             cache.trim(window)
-        out = BaseModelOutputWithPast(
-            last_hidden_state=x,
-            past_key_values=cache if use_cache else None,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-        )
-        return out if return_dict else out.to_tuple()
+        return x, hidden_states
 
     @staticmethod
     def _current_mask(
@@ -263,6 +355,46 @@ class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
+
+    @classmethod
+    def from_llama(cls, path_or_model: Any, **memory_options: Any) -> LM2ForCausalLM:
+        """Put LM2 memory onto a Hugging Face Llama (a LlamaForCausalLM or a local safetensors folder).
+
+        The backbone takes the Llama weights unchanged; the new memory parameters are initialised and each
+        memory read's output projection is zero, so the model's logits equal the Llama's until fine-tuning
+        opens the memory path. Backbone weights the checkpoint lacks, and checkpoint weights the model has no
+        place for, are errors; the newly initialised memory weights are logged.
+        """
+        llama_config, state = _load_llama(path_or_model)
+        config = _llama_config_to_lm2(llama_config, **memory_options)
+        dtype = (
+            state["model.embed_tokens.weight"].dtype
+            if "model.embed_tokens.weight" in state
+            else torch.float32
+        )
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if config.tie_word_embeddings:
+            missing = [k for k in missing if k != "lm_head.weight"]
+        new_memory = [k for k in missing if ".memory." in k]
+        backbone_missing = [k for k in missing if ".memory." not in k]
+        if backbone_missing or unexpected:
+            raise ValueError(
+                f"the Llama checkpoint does not fit the LM2 backbone: missing {backbone_missing}, unexpected {unexpected}"
+            )
+        with torch.no_grad():
+            for block in model.model.layers:
+                if block.memory is not None:
+                    block.memory.o_proj.weight.zero_()
+        if new_memory:
+            logger.info(
+                "from_llama: %d memory tensors newly initialised in blocks %s (read output projection = 0, so the "
+                "logits equal the Llama's): %s",
+                len(new_memory),
+                config.memory_layer_indices,
+                ", ".join(new_memory),
+            )
+        return model.to(dtype)
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -314,3 +446,63 @@ class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
         )
         return result if return_dict else result.to_tuple()
+
+
+def _llama_config_to_lm2(llama: Any, **memory_options: Any) -> LM2Config:
+    """The LM2Config of a transformers LlamaConfig (or its dict), refusing features LM2 does not implement."""
+    cfg = llama if isinstance(llama, dict) else llama.to_dict()
+    if cfg.get("model_type", "llama") != "llama":
+        raise ValueError(f"from_llama expects a Llama checkpoint, got model_type={cfg.get('model_type')!r}")
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    unsupported = {
+        "attention_bias": cfg.get("attention_bias", False),
+        "mlp_bias": cfg.get("mlp_bias", False),
+        "hidden_act": cfg.get("hidden_act", "silu") != "silu",
+        "rope_type": rope_type not in ("default", "llama3"),
+    }
+    head_dim = cfg.get("head_dim")
+    if head_dim is not None and head_dim * cfg["num_attention_heads"] != cfg["hidden_size"]:
+        unsupported["head_dim"] = True
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ValueError(
+            f"this Llama checkpoint uses features LM2 does not implement: {bad} (supported: no biases, silu, "
+            f"default or llama3 RoPE, head_dim = hidden_size / num_attention_heads); rope={rope}"
+        )
+    fields = dict(
+        vocab_size=cfg["vocab_size"],
+        hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"],
+        num_attention_heads=cfg["num_attention_heads"],
+        num_key_value_heads=cfg.get("num_key_value_heads"),
+        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+        rope_llama3={k: rope[k] for k in LLAMA3_KEYS} if rope_type == "llama3" else None,
+        max_position_embeddings=cfg.get("max_position_embeddings", 2048),
+        initializer_range=cfg.get("initializer_range", 0.02),
+        tie_word_embeddings=cfg.get("tie_word_embeddings", False),
+        bos_token_id=cfg.get("bos_token_id"),
+        eos_token_id=cfg.get("eos_token_id"),
+        pad_token_id=cfg.get("pad_token_id"),
+    )
+    return LM2Config(**{**fields, **memory_options})
+
+
+def _load_llama(path_or_model: Any) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config dict, state dict) of a LlamaForCausalLM object or a local safetensors checkpoint folder."""
+    if isinstance(path_or_model, nn.Module):
+        return path_or_model.config.to_dict(), dict(path_or_model.state_dict())
+    path = Path(path_or_model)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder at {path} (from_llama reads local folders only)")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} has no config.json")
+    _refuse_pickles(path)
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        state.update(load_file(file))
+    return json.loads((path / "config.json").read_text()), state
