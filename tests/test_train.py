@@ -282,3 +282,24 @@ def test_existing_checkpoints_need_resume_and_missing_data_is_named(tmp_path: Pa
     cfg = load_config(_config(tmp_path, qa1_tokenizer), ["curriculum.0.lengths=[4k]"])
     with pytest.raises(ValueError, match="no training rows of length 4k; the data has lengths 0k"):
         Trainer(cfg, tmp_path / "fresh2")
+
+
+@pytest.mark.parametrize(
+    ("family", "overrides", "tbptt"),
+    [("lm2", {}, 2), ("rmt", {"num_mem_tokens": 2}, 2), ("llama", {}, None)],
+)
+def test_every_family_trains_and_its_checkpoint_loads_with_auto_classes(
+    tmp_path: Path, qa1_tokenizer: Path, family: str, overrides: dict, tbptt: int | None
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=2, tbptt_segments=tbptt))
+    cfg.model.family, cfg.model.overrides = family, overrides
+    trainer = Trainer(cfg, tmp_path / "out")
+    metrics = trainer.run()
+    assert math.isfinite(metrics["loss"]) and trainer.piece_len == (None if tbptt is None else 2 * 8)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "last").eval()
+    x = torch.randint(0, 300, (2, 20))
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=x).logits, trainer.model(input_ids=x).logits)

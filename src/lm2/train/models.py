@@ -18,7 +18,7 @@ __all__ = ["build_config", "build_model", "family_classes", "load_tokenizer"]
 # family -> (module, config class, model class); imported only when that family is asked for.
 FAMILY_CLASSES = {
     "lm2": ("lm2", "LM2Config", "LM2ForCausalLM"),
-    "rmt": ("lm2", "RMTConfig", "RMTForCausalLM"),
+    "rmt": ("lm2.models.rmt", "RMTConfig", "RMTForCausalLM"),
     "llama": ("transformers", "LlamaConfig", "LlamaForCausalLM"),
 }
 
