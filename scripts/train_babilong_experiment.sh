@@ -30,8 +30,8 @@ build() {  # build SPLIT SAMPLES SEED
     --samples "$2" --background "$BACKGROUND" --seed "$3"
 }
 build train "$SAMPLES" 1
-build valid 100 2
-build test 100 3   # unseen stories, scored only at the end
+build valid "${EVAL_SAMPLES:-100}" 2
+build test "${EVAL_SAMPLES:-100}" 3   # unseen stories, scored only at the end
 
 for arm in lm2 vanilla; do
   $LM2 train --config "configs/babilong-qa1-5-$arm.yaml" --out "$WORK/$arm" --resume --set \
