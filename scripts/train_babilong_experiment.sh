@@ -4,7 +4,8 @@
 #   scripts/train_babilong_experiment.sh [WORK_DIR]        (default: runs/babilong-qa1-5)
 #
 # Environment: SAMPLES (training rows per task and length, default 2000), STEPS0 / STEPS1 (steps of the
-# 0k stage and of the 0k+1k stage, default 500 each), BACKGROUND (synthetic | pg19 | text files,
+# 0k stage and of the 0k+1k stage, default 500 each), EVAL_SAMPLES (validation and test rows per task
+# and length, default 100), BACKGROUND (synthetic | pg19 | text files,
 # default: the three books in ../shared/data/background when present, else synthetic), LM2 (the command,
 # default `lm2`). Every step is skipped when its output already exists, so the script can be re-run after
 # an interruption; training resumes from its last checkpoint.
@@ -26,8 +27,10 @@ if [[ ! -f "$WORK/tokenizer/tokenizer.json" ]]; then
 fi
 build() {  # build SPLIT SAMPLES SEED
   [[ -d "$WORK/data/$1" ]] && return
-  $LM2 data babilong --tokenizer "$WORK/tokenizer" --out "$WORK/data/$1" --tasks qa1-qa5 --lengths 0k,1k \
-    --samples "$2" --background "$BACKGROUND" --seed "$3"
+  rm -rf "$WORK/data/$1.partial"
+  $LM2 data babilong --tokenizer "$WORK/tokenizer" --out "$WORK/data/$1.partial" --tasks qa1-qa5 \
+    --lengths 0k,1k --samples "$2" --background "$BACKGROUND" --seed "$3"
+  mv "$WORK/data/$1.partial" "$WORK/data/$1"
 }
 build train "$SAMPLES" 1
 build valid "${EVAL_SAMPLES:-100}" 2
