@@ -62,7 +62,9 @@ def test_every_shipped_config_parses_and_validates() -> None:
         ("curriculum.3.steps=1", "curriculum has 1 items"),
     ],
 )
-def test_bad_config_errors_name_the_key_and_the_valid_values(tmp_path: Path, override: str, message: str) -> None:
+def test_bad_config_errors_name_the_key_and_the_valid_values(
+    tmp_path: Path, override: str, message: str
+) -> None:
     path = _config(tmp_path, tmp_path / "tok")
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(path, [override])
@@ -70,7 +72,9 @@ def test_bad_config_errors_name_the_key_and_the_valid_values(tmp_path: Path, ove
 
 def test_overrides_are_typed_and_reach_nested_fields(tmp_path: Path) -> None:
     path = _config(tmp_path, tmp_path / "tok")
-    cfg = load_config(path, "optim.lr=3e-4 curriculum.0.steps=7 model.overrides.memory_slots=4 'optim.betas=[0.8, 0.9]'")
+    cfg = load_config(
+        path, "optim.lr=3e-4 curriculum.0.steps=7 model.overrides.memory_slots=4 'optim.betas=[0.8, 0.9]'"
+    )
     assert cfg.optim.lr == 3e-4 and cfg.curriculum[0].steps == 7 and cfg.optim.betas == [0.8, 0.9]
     assert cfg.model.overrides == {"memory_slots": 4}
 
@@ -198,7 +202,9 @@ def test_detach_cache_cuts_the_graph_of_every_cached_tensor() -> None:
 # -- checkpoints and faults ----------------------------------------------------------------------------
 
 
-def test_checkpoint_round_trip_keeps_last_k_and_names_damaged_files(tmp_path: Path, qa1_tokenizer: Path) -> None:
+def test_checkpoint_round_trip_keeps_last_k_and_names_damaged_files(
+    tmp_path: Path, qa1_tokenizer: Path
+) -> None:
     cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=6, keep_last=2))
     trainer = Trainer(cfg, tmp_path / "out")
     trainer.run()
@@ -209,7 +215,9 @@ def test_checkpoint_round_trip_keeps_last_k_and_names_damaged_files(tmp_path: Pa
     fresh = Trainer(cfg, tmp_path / "other")
     state = load_checkpoint(ckpts[-1], fresh.model, fresh.optimizer)
     assert state["step"] == 6 and state["data_position"]["sequences"] == 48
-    for (name, a), b in zip(trainer.model.state_dict().items(), fresh.model.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        trainer.model.state_dict().items(), fresh.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     params = list(trainer.model.parameters())
     for p, q in zip(params, fresh.model.parameters(), strict=True):
@@ -223,7 +231,9 @@ def test_checkpoint_round_trip_keeps_last_k_and_names_damaged_files(tmp_path: Pa
     with pytest.raises(CheckpointError, match=f"checkpoint file corrupt: {weights}"):
         Trainer(cfg, tmp_path / "out", resume=True)  # resuming never silently skips a damaged checkpoint
     (ckpts[0] / "optimizer.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=f"checkpoint file missing: {ckpts[0] / 'optimizer.safetensors'}"):
+    with pytest.raises(
+        CheckpointError, match=f"checkpoint file missing: {ckpts[0] / 'optimizer.safetensors'}"
+    ):
         load_checkpoint(ckpts[0], fresh.model, fresh.optimizer)
 
 
@@ -262,7 +272,9 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     assert trainer.step == 2
     with torch.no_grad():
         trainer.model.model.embed_tokens.weight.fill_(float("nan"))  # what a blown-up update leaves
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3.*last good checkpoint is .*step-00000002"):
+    with pytest.raises(
+        TrainingDiverged, match=r"loss is nan at step 3.*last good checkpoint is .*step-00000002"
+    ):
         trainer.run()
     root = tmp_path / "out" / "checkpoints"
     assert [p.name for p in list_checkpoints(root)] == ["step-00000002"]
@@ -271,7 +283,9 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
 
 
-def test_existing_checkpoints_need_resume_and_missing_data_is_named(tmp_path: Path, qa1_tokenizer: Path) -> None:
+def test_existing_checkpoints_need_resume_and_missing_data_is_named(
+    tmp_path: Path, qa1_tokenizer: Path
+) -> None:
     cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=2))
     Trainer(cfg, tmp_path / "out").run()
     with pytest.raises(ValueError, match="already holds checkpoints.*--resume"):
@@ -303,3 +317,31 @@ def test_every_family_trains_and_its_checkpoint_loads_with_auto_classes(
     trainer.model.eval()
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=x).logits, trainer.model(input_ids=x).logits)
+
+
+def test_text_pretraining_runs_a_length_curriculum_and_reports_perplexity(
+    tmp_path: Path, qa1_tokenizer: Path
+) -> None:
+    from lm2.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(qa1_tokenizer)
+    for split, seed in (("train", 0), ("valid", 1)):
+        text = "\n".join(f"{r['input']} {r['question']} {r['target']}." for r in qa1_rows(60, seed=seed))
+        (tmp_path / f"{split}.txt").write_text(text, encoding="utf-8")
+        prepare_text([str(tmp_path / f"{split}.txt")], tok, tmp_path / split, shard_tokens=1000)
+    config = write_config(
+        tmp_path / "lm.yaml",
+        model=tiny_lm2(),
+        data={"kind": "text", "train": [str(tmp_path / "train")], "valid": [str(tmp_path / "valid")],
+              "tokenizer": str(qa1_tokenizer), "valid_samples": 8},
+        curriculum=[{"steps": 2, "seq_len": 16}, {"steps": 2, "seq_len": 40}],
+        optim={"lr": 3e-3, "warmup_steps": 1},
+        train={"batch_size": 4, "log_every": 1, "save_every": None, "progress": False},
+    )  # fmt: skip
+    metrics = Trainer(load_config(config), tmp_path / "out").run()
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert [r["stage"] for r in steps] == [0, 0, 1, 1]
+    assert [r["tokens"] for r in steps] == [4 * 16, 4 * 16, 4 * 40, 4 * 40]  # the window grows by stage
+    assert metrics["val_ppl"] == pytest.approx(math.exp(metrics["val_loss"]))
+    assert metrics["val_loss"] < math.log(len(tok))  # better than uniform after four steps

@@ -59,7 +59,9 @@ def test_tiny_lm2_learns_qa1_well_above_chance(tmp_path: Path, qa1_tokenizer: Pa
     assert list_checkpoints(tmp_path / "out" / "checkpoints")  # the final step is always saved
 
 
-def test_sigkill_then_resume_gives_exactly_the_uninterrupted_loss_curve(tmp_path: Path, qa1_tokenizer: Path) -> None:
+def test_sigkill_then_resume_gives_exactly_the_uninterrupted_loss_curve(
+    tmp_path: Path, qa1_tokenizer: Path
+) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", qa1_rows(48, seed=0))
     config = write_config(
         tmp_path / "run.yaml",
@@ -67,13 +69,22 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_loss_curve(tmp_path
         data={"kind": "babilong", "train": [str(data)], "tokenizer": str(qa1_tokenizer)},
         curriculum=[{"steps": 5}, {"steps": 7}],  # the kill lands in stage 0, the resume crosses into stage 1
         optim={"lr": 3e-3, "warmup_steps": 3},
-        train={"batch_size": 8, "grad_accum": 2, "log_every": 1, "save_every": 3, "keep_last": 5, "progress": False},
+        train={
+            "batch_size": 8,
+            "grad_accum": 2,
+            "log_every": 1,
+            "save_every": 3,
+            "keep_last": 5,
+            "progress": False,
+        },
     )
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     reference = subprocess.Popen(_train_cmd(config, whole), env=_env(), stderr=subprocess.PIPE, text=True)
     victim = subprocess.Popen(_train_cmd(config, killed), env=_env(), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list_checkpoints(killed / "checkpoints") and time.monotonic() < deadline and victim.poll() is None:
+    while (
+        not list_checkpoints(killed / "checkpoints") and time.monotonic() < deadline and victim.poll() is None
+    ):
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL, "the run ended before it could be killed"
@@ -81,7 +92,9 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_loss_curve(tmp_path
 
     _, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err
-    resumed = subprocess.run(_train_cmd(config, killed, "--resume"), env=_env(), capture_output=True, text=True)
+    resumed = subprocess.run(
+        _train_cmd(config, killed, "--resume"), env=_env(), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
 
     assert _losses(killed) == _losses(whole)

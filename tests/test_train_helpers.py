@@ -29,7 +29,13 @@ def qa1_rows(n: int, seed: int, length: str = "0k") -> list[dict[str, Any]]:
             facts.append(f"{who} {rng.choice(VERBS)} the {room}.")
         who = rng.choice(sorted(where))
         rows.append(
-            {"input": " ".join(facts), "question": f"Where is {who}?", "target": where[who], "task": "qa1", "length": length}
+            {
+                "input": " ".join(facts),
+                "question": f"Where is {who}?",
+                "target": where[who],
+                "task": "qa1",
+                "length": length,
+            }
         )
     return rows
 

@@ -115,6 +115,10 @@ class Config:
             raise ValueError("data.train is empty: give the training data (files, folders or globs)")
         if d.tokenizer is None and m.pretrained is None:
             raise ValueError("data.tokenizer is missing: give a tokenizer folder (or model.pretrained)")
+        if d.kind == "text" and (len(d.train) != 1 or len(d.valid) > 1):
+            raise ValueError(
+                "data.kind 'text' takes one prepared folder in data.train (and at most one in data.valid)"
+            )
         if d.kind != "text":
             from lm2.data.prompts import get_prompt_format
 

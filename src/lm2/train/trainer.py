@@ -238,9 +238,7 @@ class Trainer:
         tasks = parse_tasks(d.tasks) if d.tasks else None
         self.valid_batches: list[Batch] = []
         if d.kind == "text":
-            self.text = TextShards(d.train[0]) if len(d.train) == 1 else None
-            if self.text is None:
-                raise ValueError("data.train for kind 'text' must be exactly one prepared folder")
+            self.text = TextShards(d.train[0])
             if self.text.vocab_size > len(self.tokenizer):
                 raise ValueError(
                     f"{d.train[0]} was tokenised with {self.text.vocab_size} tokens; data.tokenizer has {len(self.tokenizer)}"
