@@ -345,3 +345,21 @@ def test_text_pretraining_runs_a_length_curriculum_and_reports_perplexity(
     assert [r["tokens"] for r in steps] == [4 * 16, 4 * 16, 4 * 40, 4 * 40]  # the window grows by stage
     assert metrics["val_ppl"] == pytest.approx(math.exp(metrics["val_loss"]))
     assert metrics["val_loss"] < math.log(len(tok))  # better than uniform after four steps
+
+
+def test_cli_exit_codes_user_error_2_and_diverged_3(
+    tmp_path: Path, qa1_tokenizer: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from lm2.cli import main
+
+    config = _config(tmp_path, qa1_tokenizer)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "a"), "--set", "optim.lrr=1"]) == 2
+    assert "unknown config key optim.lrr" in capsys.readouterr().err
+
+    def diverge(self: Trainer) -> None:
+        raise TrainingDiverged("loss is nan at step 1")
+
+    monkeypatch.setattr(Trainer, "run", diverge)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", str(config), "--out", str(tmp_path / "b")])
+    assert exit_info.value.code == 3 and "loss is nan at step 1" in capsys.readouterr().err

@@ -560,17 +560,23 @@ def train(config: Path, out: Path, set: str | None = None, resume: bool = False)
     try:
         cfg = load_config(config, shlex.split(set) if set else None)
         Trainer(cfg, out, resume=resume).run()
+    except TrainingDiverged as err:
+        # A diverged run is not a crash: one clear line and its own exit code (3).
+        print(f"lm2: training stopped (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
+        if distributed:
+            _exit_distributed(3)
+        raise SystemExit(3) from None
     except BaseException as err:
         if not distributed:
             raise
-        code = 2 if isinstance(err, (ValueError, FileNotFoundError)) else 1
-        if isinstance(err, (ValueError, FileNotFoundError, TrainingDiverged)):
+        user_error = isinstance(err, (ValueError, FileNotFoundError))
+        if user_error:
             print(f"lm2: error (rank {os.environ.get('RANK', '?')}): {err}", file=sys.stderr)
         else:
             import traceback
 
             traceback.print_exc()
-        _exit_distributed(code)
+        _exit_distributed(2 if user_error else 1)
     if distributed:
         _exit_distributed(0)
 
