@@ -363,3 +363,20 @@ def test_cli_exit_codes_user_error_2_and_diverged_3(
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--config", str(config), "--out", str(tmp_path / "b")])
     assert exit_info.value.code == 3 and "loss is nan at step 1" in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_a_saved_model_and_its_tokenizer(tmp_path: Path, qa1_tokenizer: Path) -> None:
+    cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=2))
+    first = Trainer(cfg, tmp_path / "pre")
+    first.run()
+    tuned = load_config(
+        _config(tmp_path, qa1_tokenizer, steps=1),
+        f"model.family=auto model.pretrained={tmp_path / 'pre' / 'last'} data.tokenizer=null",
+    )
+    second = Trainer(tuned, tmp_path / "tuned")
+    assert len(second.tokenizer) == len(first.tokenizer)
+    for (name, a), b in zip(
+        first.model.state_dict().items(), second.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert math.isfinite(second.run()["loss"])
