@@ -4,7 +4,7 @@
 #   scripts/train_babilong_experiment.sh [WORK_DIR]        (default: runs/babilong-qa1-5)
 #
 # Environment: SAMPLES (training rows per task and length, default 2000), STEPS0 / STEPS1 (steps of the
-# 0k stage and of the 0k+1k stage, default 500 each), EVAL_SAMPLES (validation and test rows per task
+# 0k stage and of the 0k+1k stage, default 300 each), EVAL_SAMPLES (validation and test rows per task
 # and length, default 100), BACKGROUND (synthetic | pg19 | text files,
 # default: the three books in ../shared/data/background when present, else synthetic), LM2 (the command,
 # default `lm2`). Every step is skipped when its output already exists, so the script can be re-run after
@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 WORK=${1:-runs/babilong-qa1-5}
 LM2=${LM2:-lm2}
 SAMPLES=${SAMPLES:-2000}
-STEPS0=${STEPS0:-500}
-STEPS1=${STEPS1:-500}
+STEPS0=${STEPS0:-300}
+STEPS1=${STEPS1:-300}
 if [[ -z "${BACKGROUND:-}" ]]; then
   if [[ -d ../shared/data/background ]]; then BACKGROUND=../shared/data/background; else BACKGROUND=synthetic; fi
 fi

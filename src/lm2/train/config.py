@@ -43,7 +43,7 @@ class DataConfig:
     prompt_format: str = "plain"  # a layout of lm2.data.prompts
     answer_eos: bool = True  # append the end-of-text token to the answer (and learn to stop there)
     max_tokens: int | None = None  # reject a row whose prompt + answer is longer than this
-    valid_samples: int = 256  # rows of ``valid`` scored at each evaluation (the first ones, fixed)
+    valid_samples: int = 256  # validation rows (a fixed random subset) or text windows (the first ones)
     valid_split: float = 0.0  # babi: hold out this fraction of stories (from the end) as validation
 
 

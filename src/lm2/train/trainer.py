@@ -261,9 +261,10 @@ class Trainer:
         kwargs = dict(prompt_format=d.prompt_format, answer_eos=d.answer_eos, max_tokens=d.max_tokens)
         self.qa = QADataset(train_rows, self.tokenizer, **kwargs)
         self.pools = [self.qa.pool(stage.lengths) for stage in self.cfg.curriculum]  # checked up front
-        self.valid_qa = (
-            QADataset(valid_rows[: d.valid_samples], self.tokenizer, **kwargs) if valid_rows else None
-        )
+        if len(valid_rows) > d.valid_samples:  # a fixed subset spread over every task and length
+            keep = np.sort(np.random.default_rng(0).permutation(len(valid_rows))[: d.valid_samples])
+            valid_rows = [valid_rows[i] for i in keep]
+        self.valid_qa = QADataset(valid_rows, self.tokenizer, **kwargs) if valid_rows else None
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, self.model, self.optimizer)
