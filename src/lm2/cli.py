@@ -27,6 +27,8 @@ COMMANDS: dict[str, Any] = {
         "babilong": "lm2.data.cli:babilong_command",
         "tokenizer": "lm2.data.cli:tokenizer_command",
     },
+    "prepare": "lm2.train.trainer:prepare",
+    "train": "lm2.train.trainer:train",
     "eval": {
         "babilong": "lm2.eval.babilong:eval_babilong",
         "mmlu": "lm2.eval.mmlu:eval_mmlu",

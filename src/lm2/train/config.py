@@ -1,0 +1,308 @@
+"""The one typed configuration of a training run, read from YAML with ``--set key.sub=value`` overrides.
+
+Every field lives in a dataclass below; ``load_config`` turns a YAML mapping into them, rejecting any key
+that is not a field (the error lists the valid ones) and checking every value in ``Config.validate`` —
+the single place where a configuration is judged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+FAMILIES = ("lm2", "rmt", "llama", "auto")
+DATA_KINDS = ("babilong", "babi", "text")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    family: Literal["lm2", "rmt", "llama", "auto"] = "lm2"  # "auto": whatever ``pretrained`` holds
+    preset: str | None = "tiny"  # the family's preset (``LM2Config.from_preset``); None = class defaults
+    overrides: dict[str, Any] = field(default_factory=dict)  # config fields on top of the preset
+    pretrained: str | None = None  # a saved model folder to start from instead of random weights
+
+
+@dataclass
+class DataConfig:
+    kind: Literal["babilong", "babi", "text"] = "babilong"
+    # babilong: JSONL files, folders of them or globs; babi: folders of original bAbI files;
+    # text: a folder written by ``lm2 prepare``.
+    train: list[str] = field(default_factory=list)
+    valid: list[str] = field(default_factory=list)  # same kinds as ``train``; empty = no validation
+    tasks: str | None = None  # "qa1,qa2" / "qa1-qa5": keep only these tasks (None = all present)
+    tokenizer: str | None = None  # a tokenizer folder; None = the one saved with ``model.pretrained``
+    prompt_format: str = "plain"  # a layout of lm2.data.prompts
+    answer_eos: bool = True  # append the end-of-text token to the answer (and learn to stop there)
+    max_tokens: int | None = None  # reject a row whose prompt + answer is longer than this
+    valid_samples: int = 256  # validation rows (a fixed random subset) or text windows (the first ones)
+    valid_split: float = 0.0  # babi: hold out this fraction of stories (from the end) as validation
+
+
+@dataclass
+class StageConfig:
+    steps: int = 0  # optimizer steps spent in this stage
+    lengths: list[str] | None = None  # babilong: keep rows of these lengths ("0k", "1k", ...); None = all
+    seq_len: int | None = None  # text: tokens per training window
+    name: str | None = None
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on weights of 2 or more dimensions; norms and biases are exempt
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0  # max global gradient norm; None = no clipping
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    batch_size: int = 32  # sequences per optimizer step, over all processes and accumulation steps
+    grad_accum: int = 1  # micro-batches per optimizer step on each process
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast (fp16 only on GPU)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tbptt_segments: int | None = None  # backpropagate through at most this many memory segments
+    log_every: int = 10
+    eval_every: int | None = None  # steps between validations (None = only at the end)
+    save_every: int | None = 500  # steps between checkpoints (the last step is always saved)
+    keep_last: int = 3  # checkpoints kept on disk
+    progress: bool = True  # tqdm bar on the first process
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    curriculum: list[StageConfig] = field(default_factory=lambda: [StageConfig(steps=100)])
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.curriculum)
+
+    def stage_at(self, step: int) -> tuple[int, int]:
+        """(stage index, step within that stage) of global step ``step`` (0-based)."""
+        start = 0
+        for i, stage in enumerate(self.curriculum):
+            if step < start + stage.steps:
+                return i, step - start
+            start += stage.steps
+        raise ValueError(f"step {step} is past the end of the curriculum ({self.total_steps} steps)")
+
+    def validate(self) -> Config:
+        """Check every value; raise ``ValueError`` naming the field, the value and what is valid."""
+        m, d, o, r = self.model, self.data, self.optim, self.train
+        _choice("model.family", m.family, FAMILIES)
+        if m.family == "auto" and not m.pretrained:
+            raise ValueError("model.family 'auto' needs model.pretrained (a saved model folder)")
+        _choice("data.kind", d.kind, DATA_KINDS)
+        _choice("train.precision", r.precision, PRECISIONS)
+        _choice("train.device", r.device, DEVICES)
+        if not d.train:
+            raise ValueError("data.train is empty: give the training data (files, folders or globs)")
+        if d.tokenizer is None and m.pretrained is None:
+            raise ValueError("data.tokenizer is missing: give a tokenizer folder (or model.pretrained)")
+        if d.kind == "text" and (len(d.train) != 1 or len(d.valid) > 1):
+            raise ValueError(
+                "data.kind 'text' takes one prepared folder in data.train (and at most one in data.valid)"
+            )
+        if d.kind != "text":
+            from lm2.data.prompts import get_prompt_format
+
+            get_prompt_format(d.prompt_format)
+        if d.tasks is not None:
+            from lm2.data.babi.types import parse_tasks
+
+            parse_tasks(d.tasks)
+        if d.max_tokens is not None and d.max_tokens < 2:
+            raise ValueError(f"data.max_tokens must be >= 2, got {d.max_tokens}")
+        if d.valid_samples < 1:
+            raise ValueError(f"data.valid_samples must be >= 1, got {d.valid_samples}")
+        if not 0.0 <= d.valid_split < 1.0:
+            raise ValueError(f"data.valid_split must be in [0, 1), got {d.valid_split}")
+        if d.valid_split and d.kind != "babi":
+            raise ValueError("data.valid_split applies to data.kind 'babi' only; give data.valid instead")
+        if not self.curriculum:
+            raise ValueError("curriculum is empty: give at least one stage with steps > 0")
+        for i, s in enumerate(self.curriculum):
+            if s.steps < 1:
+                raise ValueError(f"curriculum[{i}].steps must be >= 1, got {s.steps}")
+            if d.kind == "text" and (s.seq_len is None or s.seq_len < 1):
+                raise ValueError(f"curriculum[{i}].seq_len must be a positive int for data.kind 'text'")
+            if d.kind != "text" and s.seq_len is not None:
+                raise ValueError(f"curriculum[{i}].seq_len applies to data.kind 'text' only; use lengths")
+            if d.kind == "text" and s.lengths is not None:
+                raise ValueError(f"curriculum[{i}].lengths applies to BABILong rows, not data.kind 'text'")
+            if s.lengths is not None:
+                s.lengths = [normalize_length(x) for x in s.lengths]
+        if o.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {o.lr}")
+        if not 0.0 <= o.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
+        if o.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {o.warmup_steps}")
+        if o.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+        if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+        if o.grad_clip is not None and o.grad_clip <= 0:
+            raise ValueError(f"optim.grad_clip must be > 0 or null, got {o.grad_clip}")
+        if r.batch_size < 1 or r.grad_accum < 1:
+            raise ValueError(
+                f"train.batch_size and train.grad_accum must be >= 1, got {r.batch_size}, {r.grad_accum}"
+            )
+        if r.batch_size % r.grad_accum:
+            raise ValueError(
+                f"train.batch_size ({r.batch_size}) must be divisible by train.grad_accum ({r.grad_accum})"
+            )
+        if r.tbptt_segments is not None and r.tbptt_segments < 1:
+            raise ValueError(f"train.tbptt_segments must be >= 1 or null, got {r.tbptt_segments}")
+        for name in ("log_every", "eval_every", "save_every"):
+            value = getattr(r, name)
+            if value is not None and value < 1:
+                raise ValueError(f"train.{name} must be >= 1 or null, got {value}")
+        if r.keep_last < 1:
+            raise ValueError(f"train.keep_last must be >= 1, got {r.keep_last}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def normalize_length(length: Any) -> str:
+    """A BABILong length as its config name (k = 1000 tokens, as the builder counts): 1000 / "1K" -> "1k"."""
+    from lm2.data.babilong import length_name, parse_length
+
+    return length_name(parse_length(length))
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, recursing into nested dataclasses and lists of them."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'} must be a mapping, got {type(data).__name__}: {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(
+            f"unknown config key {prefix}{unknown[0]}; valid keys of {where or 'the config'}: {', '.join(names)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        tp, path = hints[key], f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(tp):
+            value = _build(tp, value, path)
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            if not isinstance(value, list):
+                raise ValueError(f"{path} must be a list of stages, got {value!r}")
+            value = [_build(typing.get_args(tp)[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+        else:
+            value = _coerce(tp, value, path)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """Check a leaf value against its annotation (ints may stand for floats; a bare string for a list)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return value  # checked against the choices in validate()
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ValueError(f"{path} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path} must be a mapping, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ValueError(f"{path} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``key.sub=value`` (value parsed as YAML; list items by index: ``curriculum.0.steps=5``)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {assignment!r} must look like key.sub=value")
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ValueError(
+                    f"override {key}: {'.'.join(parts[:i])} has {len(node)} items; {part!r} is not one"
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        else:
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+                if node is None:
+                    node = {}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | str | None = None) -> Config:
+    """Read a YAML config (or start from the defaults), apply overrides, validate, return it."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{path}: the top level must be a mapping of sections, got {type(data).__name__}"
+            )
+    if isinstance(overrides, str):
+        overrides = shlex.split(overrides)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return _build(Config, data, "").validate()
