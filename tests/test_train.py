@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,16 @@ from lm2.train.trainer import Trainer, TrainingDiverged, detach_cache, lr_at, ru
 from tests.test_train_helpers import make_qa1_tokenizer, qa1_rows, tiny_lm2, write_config, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """These models are tiny: one thread is as fast on an idle machine and far faster on a busy one
+    (two spinning OpenMP threads on a shared 2-core machine made the qa1 test 10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -380,3 +391,21 @@ def test_fine_tuning_starts_from_a_saved_model_and_its_tokenizer(tmp_path: Path,
     ):
         assert torch.equal(a, b), name
     assert math.isfinite(second.run()["loss"])
+
+
+def test_gradient_accumulation_matches_one_batch_and_bf16_autocast_trains(
+    tmp_path: Path, qa1_tokenizer: Path
+) -> None:
+    logs = {}
+    for name, sets in (("one", ""), ("accum", "train.grad_accum=4"), ("bf16", "train.precision=bf16")):
+        cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=3), sets)
+        Trainer(cfg, tmp_path / name).run()
+        logs[name] = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+    for a, b in zip(logs["one"], logs["accum"], strict=True):
+        assert a["tokens"] == b["tokens"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)  # the mean over the same target tokens
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert all(math.isfinite(r["loss"]) for r in logs["bf16"])
+    assert logs["bf16"][0]["loss"] == pytest.approx(
+        logs["one"][0]["loss"], rel=2e-2
+    )  # same model, bf16 matmuls
