@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lm2 import LM2Config, LM2ForCausalLM
+from lm2 import LM2Config, LM2ForCausalLM, RMTConfig, RMTForCausalLM
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,13 +46,15 @@ class Shape:
     memory_slots: int = 64
     memory_heads: int = 8
     segment_length: int = 64
+    rmt_memory_tokens: int = 16
     batch: int = 8
     seq: int = 512
 
 
 FULL = Shape()
 QUICK = Shape(num_hidden_layers=2, batch=4, seq=256)
-KINDS = ("lm2", "vanilla", "hf-llama")
+KINDS = ("lm2", "vanilla", "hf-llama", "rmt")
+DECODE_KINDS = ("lm2", "vanilla", "hf-llama")
 
 
 def machine() -> str:
@@ -87,6 +88,15 @@ def build(kind: str, shape: Shape, **overrides) -> torch.nn.Module:
         cfg = LlamaConfig(**common, rope_parameters={"rope_theta": 10000.0, "rope_type": "default"})
         cfg._attn_implementation = "sdpa"
         return LlamaForCausalLM(cfg)
+    if kind == "rmt":
+        # The RMT baseline on the same backbone: segments of S tokens between read and write memory.
+        cfg = RMTConfig(
+            **common,
+            rope_theta=10000.0,
+            segment_length=shape.segment_length,
+            num_mem_tokens=shape.rmt_memory_tokens,
+        )
+        return RMTForCausalLM(cfg)
     cfg = LM2Config(
         **common,
         rope_theta=10000.0,
@@ -145,8 +155,21 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048) -> float:
     return 2 * n**3 / t
 
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> float:
+    """Reset the process's peak resident set (Linux) and return the current resident set, in MiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mib("VmRSS")
+
+
+def peak_since_reset() -> float:
+    return _status_mib("VmHWM")
 
 
 def child(argv: list[str]) -> dict:
@@ -160,16 +183,18 @@ def peak_train(kind: str, shape: Shape) -> dict:
     """In a fresh process: peak RSS growth over one training step after the model is built."""
     model = build(kind, shape)
     ids = batch_for(shape)
-    base = rss_mib()
-    make_step(model, ids, None)()
-    return {"peak_mib": rss_mib() - base}
+    step = make_step(model, ids, None)
+    step()  # the optimizer state exists from here on: measure a steady-state step
+    base = reset_peak()
+    step()
+    return {"peak_mib": peak_since_reset() - base}
 
 
 def long_forward(length: int, shape: Shape, window: int, chunk: int) -> dict:
     """In a fresh process: stream ``length`` tokens through LM2 with windowed attention, cache carried."""
     model = build("lm2", shape, attention_window=window).eval()
     ids = batch_for(shape, batch=1, seq=length)
-    base = rss_mib()
+    base = reset_peak()
     t0 = time.perf_counter()
     with torch.no_grad():
         past = None
@@ -181,7 +206,7 @@ def long_forward(length: int, shape: Shape, window: int, chunk: int) -> dict:
                 logits_to_keep=1,
             )
             past = out.past_key_values
-    return {"seconds": time.perf_counter() - t0, "peak_mib": rss_mib() - base}
+    return {"seconds": time.perf_counter() - t0, "peak_mib": peak_since_reset() - base}
 
 
 def decode_tokens_per_s(
@@ -202,13 +227,30 @@ def decode_tokens_per_s(
     return {k: new_tokens / v for k, v in t.items()}
 
 
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def run(shape: Shape, lengths: list[int], window: int, chunk: int, new_tokens: int) -> str:
     lines = [f"Machine: {machine()}", ""]
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    progress("matmul peak")
+    peaks = {"fp32": matmul_peak(torch.float32)}
+    # Without native bf16 instructions (AVX512-BF16/AMX) CPU bf16 matmuls fall back to a slow path; probe
+    # with a small product first so such a machine is reported as such instead of stalling for hours.
+    probe = matmul_peak(torch.bfloat16, n=256)
+    dtypes: list[tuple[str, torch.dtype | None]] = [("fp32", None)]
+    if probe > peaks["fp32"] / 8:
+        peaks["bf16"] = matmul_peak(torch.bfloat16)
+        dtypes.append(("bf16", torch.bfloat16))
     lines.append(
-        f"Measured matmul peak (2048², min of 5): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-        f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
+        "Measured matmul peak (2048², min of 5): "
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
     )
+    if "bf16" not in peaks:
+        lines.append(
+            f"bf16 matmul runs at {probe / 1e9:.1f} GFLOP/s here (256², no native bf16 instructions), "
+            f"{peaks['fp32'] / probe:.0f}x slower than fp32: the bf16 autocast rows are left out."
+        )
     lines.append(
         f"Shape: hidden {shape.hidden_size}, {shape.num_hidden_layers} layers, {shape.num_attention_heads} heads "
         f"({shape.num_key_value_heads} KV), FFN {shape.intermediate_size}, vocab {shape.vocab_size}; "
@@ -219,12 +261,14 @@ def run(shape: Shape, lengths: list[int], window: int, chunk: int, new_tokens: i
         "| model | dtype | tokens/s | GFLOP/step | GFLOP/s | % of matmul peak | peak MiB | tokens/s vs vanilla | FLOP/s vs vanilla |"
     )
     lines.append("|---|---|---|---|---|---|---|---|---|")
+    progress("FLOPs and peak memory per training step")
     models = {k: build(k, shape) for k in KINDS}
     ids = batch_for(shape)
     flops = {k: step_flops(m, ids) for k, m in models.items()}
     mem = {k: child(["--peak-train", k] + (["--quick"] if shape == QUICK else []))["peak_mib"] for k in KINDS}
     tokens = ids.numel()
-    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+    for name, dtype in dtypes:
+        progress(f"training steps, {name}")
         t = interleaved_min({k: make_step(m, ids, dtype) for k, m in models.items()}, rounds=3, reps=2)
         for k in KINDS:
             rate = flops[k] / t[k]
@@ -238,15 +282,17 @@ def run(shape: Shape, lengths: list[int], window: int, chunk: int, new_tokens: i
         "Peak MiB: growth of resident memory over one fp32 training step, each model in a fresh process."
     )
     lines += ["", f"### Greedy decoding with the cache ({new_tokens} new tokens, batch 1)", ""]
-    rates = decode_tokens_per_s(models, shape, new_tokens)
+    progress("decoding")
+    rates = decode_tokens_per_s({k: models[k] for k in DECODE_KINDS}, shape, new_tokens)
     lines += ["| model | tokens/s | vs transformers' Llama |", "|---|---|---|"]
-    lines += [f"| {k} | {rates[k]:.1f} | {rates[k] / rates['hf-llama']:.2f}x |" for k in KINDS]
+    lines += [f"| {k} | {rates[k]:.1f} | {rates[k] / rates['hf-llama']:.2f}x |" for k in DECODE_KINDS]
     lines += [
         "",
         f"### Long inputs: LM2, attention window {window}, fed in chunks of {chunk} with the cache",
         "",
     ]
     lines += ["| tokens | seconds | peak MiB | time / time(first) |", "|---|---|---|---|"]
+    progress(f"long inputs {lengths}")
     results = [
         child(
             ["--long", str(n), "--window", str(window), "--chunk", str(chunk)]
