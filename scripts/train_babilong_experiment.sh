@@ -7,7 +7,8 @@
 # 8192), STEPS0 / STEPS1 (steps of the 0k stage and of the 0k+1k stage, default 300 each), EVAL_SAMPLES
 # (validation and test rows per task and length, default 100), BACKGROUND (synthetic | pg19 | text files,
 # default: the three books in ../shared/data/background when present, else synthetic), PARALLEL=1 (train
-# the two arms at once, e.g. one core each with OMP_NUM_THREADS=1), LM2 (the command, default `lm2`). Every step is skipped when its output already exists, so the script can be re-run after
+# the two arms at once, e.g. one core each with OMP_NUM_THREADS=1), EXTRA_SET (more `--set` overrides for
+# both arms, e.g. "train.batch_size=8"), LM2 (the command, default `lm2`). Every step is skipped when its output already exists, so the script can be re-run after
 # an interruption; training resumes from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,7 @@ build test "${EVAL_SAMPLES:-100}" 3   # unseen stories, scored only at the end
 train_arm() {
   $LM2 train --config "configs/babilong-qa1-5-$1.yaml" --out "$WORK/$1" --resume --set \
     "data.train=[$WORK/data/train] data.valid=[$WORK/data/valid] data.tokenizer=$WORK/tokenizer \
-     curriculum.0.steps=$STEPS0 curriculum.1.steps=$STEPS1"
+     curriculum.0.steps=$STEPS0 curriculum.1.steps=$STEPS1 ${EXTRA_SET:-}"
 }
 if [[ "${PARALLEL:-0}" == 1 ]]; then
   train_arm lm2 > "$WORK/lm2.train.log" 2>&1 & lm2_pid=$!
