@@ -36,7 +36,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lm2.data.babi.types import Sample, check_task
 from lm2.data.background import Background
-from lm2.utils.io import atomic_write
+from lm2.utils.io import atomic_write, iter_jsonl
 
 PROMPT_RESERVE = 300  # tokens the authors leave for instruction, examples, question (create_tasks.py)
 MAX_LENGTH = 10_000_000  # BABILong goes to 10M tokens; beyond that is surely a typo
@@ -355,13 +355,8 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]], bar: tq
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    """The rows of a JSON-lines file (a bad line raises ValueError naming file and line)."""
+    return (row for _, row in iter_jsonl(path))
 
 
 def build_babilong(

@@ -15,7 +15,6 @@ Every row comes back as a dict with ``id``, ``task`` and a normalised ``length``
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Collection, Iterable, Iterator
@@ -26,6 +25,7 @@ from lm2.data.babi.format import read_stories, task_from_filename
 from lm2.data.babi.types import check_task
 from lm2.data.babilong import length_name, parse_length
 from lm2.data.published import load_published
+from lm2.utils.io import iter_jsonl
 
 Row = dict[str, Any]
 REQUIRED = ("input", "question", "target")
@@ -47,20 +47,6 @@ def task_order(task: str) -> int:
     return int(task[2:])
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
-            yield lineno, row
-
-
 def _check_fields(row: dict[str, Any], where: str, extra: tuple[str, ...] = ()) -> None:
     missing = [k for k in REQUIRED + extra if k not in row]
     if missing:
@@ -69,7 +55,7 @@ def _check_fields(row: dict[str, Any], where: str, extra: tuple[str, ...] = ()) 
 
 def read_generated(path: Path) -> Iterator[Row]:
     """Rows of one JSONL file from ``lm2 data babilong``."""
-    for lineno, row in _jsonl(path):
+    for lineno, row in iter_jsonl(path):
         _check_fields(row, f"{path}:{lineno}", ("task", "length"))
         task = check_task(str(row["task"]))
         length = length_label(row.get("length_name", row["length"]))

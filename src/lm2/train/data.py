@@ -24,7 +24,7 @@ import torch
 
 from lm2.data.prompts import answer_text, get_prompt_format
 from lm2.train.config import normalize_length
-from lm2.utils.io import atomic_write, atomic_write_text
+from lm2.utils.io import atomic_write, atomic_write_text, iter_jsonl
 
 IGNORE = -100
 
@@ -67,20 +67,11 @@ def read_babilong_rows(sources: Sequence[str]) -> list[dict[str, Any]]:
     """Rows ``{input, question, target, task, length, ...}`` from JSONL files, folders or globs."""
     rows: list[dict[str, Any]] = []
     for path in _expand(sources, "*.jsonl"):
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON: {err}") from err
-                missing = [k for k in ("input", "question", "target") if k not in row]
-                if missing:
-                    raise ValueError(
-                        f"{path}:{lineno}: row lacks {', '.join(missing)} (has {', '.join(row)})"
-                    )
-                rows.append(row)
+        for lineno, row in iter_jsonl(path):
+            missing = [k for k in ("input", "question", "target") if k not in row]
+            if missing:
+                raise ValueError(f"{path}:{lineno}: row lacks {', '.join(missing)} (has {', '.join(row)})")
+            rows.append(row)
     if not rows:
         raise ValueError(f"no rows in {', '.join(sources)}")
     return rows
