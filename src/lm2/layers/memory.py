@@ -51,6 +51,8 @@ class SegmentLayout:
     col: torch.Tensor  # (V,) its grid column
     dense: bool  # no padding and no open segment: the grid is a reshape of the input
     segment_length: int
+    all_valid: bool  # no padding in this call
+    max_writes: int  # the most writes any sample completes during this call
 
     @classmethod
     def build(cls, valid: torch.Tensor, fill: torch.Tensor, segment_length: int) -> SegmentLayout:
@@ -60,8 +62,24 @@ class SegmentLayout:
         b_idx, t_idx = valid.nonzero(as_tuple=True)
         p = pos[b_idx, t_idx]
         rows = max(1, int(((total + S - 1) // S).max()))
-        dense = bool(valid.all()) and not bool(fill.any())
-        return cls(valid, fill, total // S, total % S, rows, b_idx, t_idx, p // S, p % S, dense, S)
+        n_writes = total // S
+        all_valid = bool(valid.all())
+        dense = all_valid and not bool(fill.any())
+        return cls(
+            valid,
+            fill,
+            n_writes,
+            total % S,
+            rows,
+            b_idx,
+            t_idx,
+            p // S,
+            p % S,
+            dense,
+            S,
+            all_valid,
+            int(n_writes.max()),
+        )
 
 
 class MemoryBank(nn.Module):
@@ -139,12 +157,30 @@ class MemoryBank(nn.Module):
         e_mem = self.o_proj(self._attend(h, k, v, self.topk))
         return torch.sigmoid(self.out_gate(e_mem)) * e_mem
 
-    def write(self, state: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
-        """The state (X, N, D) after writing one full segment (X, S, D)."""
-        u = self._attend(state, *self.keys_values(segment), None)
-        g_in = torch.sigmoid(self.in_gate(u))
-        g_forget = torch.sigmoid(self.forget_gate(u))
+    def write(
+        self,
+        state: torch.Tensor,
+        segment: torch.Tensor | None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        gates: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The state (X, N, D) after writing one full segment (X, S, D).
+
+        kv: the segment's keys/values when already computed (the fast path projects every segment at once);
+        gates: ``self.gate_weights()`` when already built (once per scan instead of once per write).
+        """
+        u = self._attend(state, *(self.keys_values(segment) if kv is None else kv), None)
+        weight, bias = self.gate_weights() if gates is None else gates
+        g_in, g_forget = torch.sigmoid(F.linear(u, weight) + bias).chunk(2, dim=-1)
         return g_in * torch.tanh(u) + g_forget * state
+
+    def gate_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_in and W_forget stacked (2D, D), with the bias (2D,) (zero for W_in): both gates in one product."""
+        bias = self.forget_gate.bias
+        return (
+            torch.cat([self.in_gate.weight, self.forget_gate.weight]),
+            torch.cat([torch.zeros_like(bias), bias]),
+        )
 
     def forward(
         self,
@@ -179,8 +215,26 @@ class MemoryBank(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         B, T, D = h.shape
         S, G = layout.segment_length, layout.rows
+        if G == 1 and layout.max_writes == 0:
+            # Nothing is written (decoding between writes, short pieces): every token reads the state it
+            # started with, reusing the state's keys/values, and only the open segment grows.
+            if buffer is None:
+                open_segment = h.new_zeros(B, S, D)
+            else:
+                open_rows = torch.arange(S, device=h.device)[None, :] < layout.fill[:, None]  # (B, S)
+                open_segment = torch.where(open_rows[..., None], buffer.to(h.dtype), h.new_zeros(()))
+            new_buffer = open_segment.index_put((layout.b_idx, layout.col), h[layout.b_idx, layout.t_idx])
+            kv = state_kv if state_kv is not None else self.keys_values(state)
+            out = self.read(h, state, kv)
+            if not layout.all_valid:
+                out = torch.where(layout.valid[..., None], out, torch.zeros_like(out))
+            return out, state, new_buffer, kv
+
         # Grid of segments (B, G+1, S, D); the spare last row is the empty open segment after an exact fill.
-        if layout.dense:
+        if layout.dense and T == G * S:
+            # Whole segments only: the grid is h itself and nothing stays open.
+            grid = h.reshape(B, G, S, D)
+        elif layout.dense:
             grid = F.pad(h, (0, 0, 0, (G + 1) * S - T)).view(B, G + 1, S, D)
         else:
             grid = h.new_zeros(B, G + 1, S, D)
@@ -190,23 +244,33 @@ class MemoryBank(nn.Module):
                 grid = torch.cat([first[:, None], grid[:, 1:]], dim=1)
             grid = grid.index_put((layout.b_idx, layout.row, layout.col), h[layout.b_idx, layout.t_idx])
 
-        # Scan the writes: states[c] is the memory after c writes of this call.
+        # Scan the writes: states[c] is the memory after c writes of this call. The segments' keys/values
+        # depend only on h, so they are projected for all segments in one product before the scan.
+        n_max = layout.max_writes
         states = [state]
-        for c in range(int(layout.n_writes.max())):
-            new = self.write(state, grid[:, c])
-            state = torch.where((c < layout.n_writes)[:, None, None], new, state)
+        if n_max:
+            seg_k, seg_v = self.keys_values(grid[:, :n_max].reshape(B * n_max, S, D))
+            seg_k = seg_k.view(B, n_max, self.heads, S, self.head_dim)  # (B, C, H, S, hd)
+            seg_v = seg_v.view(B, n_max, self.heads, S, self.head_dim)
+            gates = self.gate_weights()
+            all_write = bool((layout.n_writes == n_max).all())
+        for c in range(n_max):
+            new = self.write(state, None, (seg_k[:, c], seg_v[:, c]), gates)
+            state = new if all_write else torch.where((c < layout.n_writes)[:, None, None], new, state)
             states.append(state)
 
-        new_buffer = grid[torch.arange(B, device=h.device), layout.n_writes]  # (B, S, D)
-        wrote = bool(layout.n_writes.any())
+        if grid.shape[1] == G:
+            new_buffer = h.new_zeros(B, S, D)
+        else:
+            new_buffer = grid[torch.arange(B, device=h.device), layout.n_writes]  # (B, S, D)
         if G == 1:
-            # Every token of the call reads the state it started with (decoding, short pieces): read from h
-            # directly, reusing the state's keys/values, instead of from a mostly empty grid row.
+            # Every token of the call reads the state it started with (the piece ends exactly at a segment
+            # boundary): read from h directly, instead of from a grid row.
             kv = state_kv if state_kv is not None else self.keys_values(states[0])
             out = self.read(h, states[0], kv)
-            if not layout.dense:
+            if not layout.all_valid:
                 out = torch.where(layout.valid[..., None], out, torch.zeros_like(out))
-            return out, state, new_buffer, None if wrote else kv
+            return out, state, new_buffer, None  # a write made the new keys/values unknown
 
         # Every read at once: grid row g reads the state after g writes.
         read_states = torch.stack(states[:G], dim=1)  # (B, G, N, D)

@@ -73,7 +73,7 @@ class LM2Block(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
-        layout: SegmentLayout,
+        layout: SegmentLayout | None,
         cache: LM2Cache | None,
         memory_impl: str,
     ) -> torch.Tensor:
@@ -300,7 +300,10 @@ class LM2Model(LM2PreTrainedModel):
             # Padding queries see everything: their outputs are never used, and this keeps them finite.
             mask = (mask | ~valid[:, :, None])[:, None]  # (B, 1, T, L)
 
-        layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
+        # The segment layout is shared by all memory blocks (a model without memory needs none).
+        layout = None
+        if config.memory_layer_indices:
+            layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
         hidden_states = [x] if output_hidden_states else []
         for block in self.layers:
             x = block(x, cos, sin, mask, layout, cache, config.memory_impl)
