@@ -173,6 +173,7 @@ def peak_since_reset() -> float:
 
 
 def child(argv: list[str]) -> dict:
+    argv = [*argv, "--threads", str(torch.get_num_threads())]
     out = subprocess.run(
         [sys.executable, __file__, *argv], capture_output=True, text=True, check=True, env=os.environ.copy()
     ).stdout
@@ -316,11 +317,14 @@ def main() -> None:
         default=None,
         help="markdown file to write (default: benchmarks/results/model-cpu[-quick].md)",
     )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--peak-train", choices=KINDS, help=argparse.SUPPRESS)
     p.add_argument("--long", type=int, help=argparse.SUPPRESS)
     p.add_argument("--window", type=int, default=1024)
     p.add_argument("--chunk", type=int, default=2048)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shape = QUICK if args.quick else FULL
     if args.peak_train:
         print(json.dumps(peak_train(args.peak_train, shape)))
