@@ -280,7 +280,10 @@ def run(shape: Shape, lengths: list[int], window: int, chunk: int, new_tokens: i
             )
     lines.append("")
     lines.append(
-        "Peak MiB: growth of resident memory over one fp32 training step, each model in a fresh process."
+        "Peak MiB: peak resident memory of one steady-state fp32 training step above the resident memory "
+        "before it, each model in a fresh process. rmt: the RMT baseline on the same backbone, "
+        f"{shape.rmt_memory_tokens} memory tokens per segment of S tokens, full backpropagation through segments. "
+        "% of matmul peak compares with the 2048² product measured at the start of this run."
     )
     lines += ["", f"### Greedy decoding with the cache ({new_tokens} new tokens, batch 1)", ""]
     progress("decoding")
