@@ -5,8 +5,8 @@
 
 What is measured, all in one process and interleaved so the ratios are fair on a noisy shared machine (each
 figure is the minimum over rounds):
-- training step (forward + backward + AdamW) tokens/s, FLOPs per step (torch.utils.flop_counter) and achieved
-  FLOP/s, in fp32 and with bf16 autocast, against the machine's measured matmul peak;
+- training step (forward + backward + AdamW) tokens/s, FLOPs per step (torch.utils.flop_counter, attention
+  included) and achieved FLOP/s, in fp32 and with bf16 autocast, against the machine's measured matmul peak;
 - peak resident memory of a training step, each model in a fresh subprocess (CPU has no allocator counters);
 - greedy decoding tokens/s with the cache;
 - one forward over 16K..128K tokens with windowed attention + memory, fed in chunks with the cache carried
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lm2 import LM2Config, LM2ForCausalLM, RMTConfig, RMTForCausalLM
@@ -127,8 +127,46 @@ def make_step(model: torch.nn.Module, ids: torch.Tensor, dtype: torch.dtype | No
     return step
 
 
+def attention_share(s_q: int, s_k: int, is_causal: bool) -> float:
+    """Share of the (query, key) pairs an attention kernel computes: all, or the causal ones (top-left
+    aligned, as scaled_dot_product_attention's is_causal; the CPU kernel skips the blocks above it)."""
+    if not is_causal:
+        return 1.0
+    pairs = min(s_q, s_k) * (min(s_q, s_k) + 1) // 2 + max(0, s_q - s_k) * s_k
+    return pairs / (s_q * s_k)
+
+
+def cpu_sdpa_flop(query, key, value, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs) -> int:
+    return round(sdpa_flop_count(query, key, value) * attention_share(query[2], key[2], is_causal))
+
+
+def cpu_sdpa_backward_flop(
+    grad_out,
+    query,
+    key,
+    value,
+    out,
+    logsumexp,
+    dropout_p=0.0,
+    is_causal=False,
+    *args,
+    out_shape=None,
+    **kwargs,
+) -> int:
+    share = attention_share(query[2], key[2], is_causal)
+    return round(sdpa_backward_flop_count(grad_out, query, key, value) * share)
+
+
+# torch's FlopCounterMode has formulas for the CUDA attention kernels but none for the CPU one, so without
+# these every scaled_dot_product_attention FLOP on CPU would go uncounted.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa_flop,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_sdpa_backward_flop,
+}
+
+
 def step_flops(model: torch.nn.Module, ids: torch.Tensor) -> int:
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
     with counter:
         model(input_ids=ids, labels=ids).loss.backward()
     model.zero_grad(set_to_none=True)
@@ -224,7 +262,7 @@ def decode_tokens_per_s(
         return run
 
     with torch.no_grad():
-        t = interleaved_min({k: gen(m.eval()) for k, m in models.items()}, rounds=3, reps=1)
+        t = interleaved_min({k: gen(m.eval()) for k, m in models.items()}, rounds=5, reps=1)
     return {k: new_tokens / v for k, v in t.items()}
 
 
@@ -270,7 +308,7 @@ def run(shape: Shape, lengths: list[int], window: int, chunk: int, new_tokens: i
     tokens = ids.numel()
     for name, dtype in dtypes:
         progress(f"training steps, {name}")
-        t = interleaved_min({k: make_step(m, ids, dtype) for k, m in models.items()}, rounds=3, reps=2)
+        t = interleaved_min({k: make_step(m, ids, dtype) for k, m in models.items()}, rounds=6, reps=1)
         for k in KINDS:
             rate = flops[k] / t[k]
             lines.append(
@@ -283,6 +321,8 @@ def run(shape: Shape, lengths: list[int], window: int, chunk: int, new_tokens: i
         "Peak MiB: peak resident memory of one steady-state fp32 training step above the resident memory "
         "before it, each model in a fresh process. rmt: the RMT baseline on the same backbone, "
         f"{shape.rmt_memory_tokens} memory tokens per segment of S tokens, full backpropagation through segments. "
+        "GFLOP/step: torch.utils.flop_counter, with a formula added for the CPU attention kernel (torch counts "
+        "only the CUDA ones) that counts the causal half a causal call computes. "
         "% of matmul peak compares with the 2048² product measured at the start of this run."
     )
     lines += ["", f"### Greedy decoding with the cache ({new_tokens} new tokens, batch 1)", ""]

@@ -30,8 +30,9 @@ class SelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Attend from h (B, T, D) to the past keys/values followed by h's own.
 
-        mask: boolean (B, 1, T, L) with True = may attend, or None for plain causal attention without a
-        past. Returns the output (B, T, D) and the keys/values (B, Hkv, L, hd) including the past.
+        mask: boolean (B, 1, T, L) with True = may attend, or None when nothing but the future is hidden:
+        plain causal attention without a past, or a single query (T = 1) that sees every key. Returns the
+        output (B, T, D) and the keys/values (B, Hkv, L, hd) including the past.
         """
         B, T, _ = h.shape
         q = self.q_proj(h).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -43,7 +44,8 @@ class SelfAttention(nn.Module):
             v = torch.cat([past_kv[1], v], dim=2)
         gqa = self.num_heads != self.num_kv_heads
         if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            # is_causal aligns the mask top-left, so it is right without a past; one query sees all keys.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # (B, T, D)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -37,18 +38,14 @@ class SegmentLayout:
 
     Position p of a valid token = tokens already in the open segment before the call (fill) + its rank
     among the call's valid tokens; it lies on grid row p // S (the state it reads = after that many
-    writes in this call) and column p % S.
+    writes in this call) and column p % S. The per-token indices are computed on first use only: a
+    decoding step without padding never needs them.
     """
 
     valid: torch.Tensor  # (B, T) bool
     fill: torch.Tensor  # (B,) tokens of the open segment carried in from before the call
     n_writes: torch.Tensor  # (B,) writes completed during this call
-    new_fill: torch.Tensor  # (B,) tokens of the open segment after the call
     rows: int  # G: grid rows holding this call's tokens
-    b_idx: torch.Tensor  # (V,) sample of each valid token
-    t_idx: torch.Tensor  # (V,) its index in the call
-    row: torch.Tensor  # (V,) its grid row
-    col: torch.Tensor  # (V,) its grid column
     dense: bool  # no padding and no open segment: the grid is a reshape of the input
     segment_length: int
     all_valid: bool  # no padding in this call
@@ -56,30 +53,47 @@ class SegmentLayout:
 
     @classmethod
     def build(cls, valid: torch.Tensor, fill: torch.Tensor, segment_length: int) -> SegmentLayout:
-        S = segment_length
-        pos = fill[:, None] + valid.long().cumsum(1) - 1  # (B, T)
-        total = fill + valid.long().sum(1)  # (B,)
-        b_idx, t_idx = valid.nonzero(as_tuple=True)
-        p = pos[b_idx, t_idx]
-        rows = max(1, int(((total + S - 1) // S).max()))
-        n_writes = total // S
+        S, T = segment_length, valid.shape[1]
         all_valid = bool(valid.all())
-        dense = all_valid and not bool(fill.any())
+        total = fill + (T if all_valid else valid.long().sum(1))  # (B,) tokens of the stream after the call
+        longest = int(fill.max()) + T if all_valid else int(total.max())
         return cls(
-            valid,
-            fill,
-            n_writes,
-            total % S,
-            rows,
-            b_idx,
-            t_idx,
-            p // S,
-            p % S,
-            dense,
-            S,
-            all_valid,
-            int(n_writes.max()),
+            valid=valid,
+            fill=fill,
+            n_writes=total // S,
+            rows=max(1, -(-longest // S)),
+            dense=all_valid and longest == T,
+            segment_length=S,
+            all_valid=all_valid,
+            max_writes=longest // S,
         )
+
+    @cached_property
+    def token_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sample, index in the call) of every valid token, each (V,)."""
+        return self.valid.nonzero(as_tuple=True)
+
+    @property
+    def b_idx(self) -> torch.Tensor:
+        return self.token_index[0]
+
+    @property
+    def t_idx(self) -> torch.Tensor:
+        return self.token_index[1]
+
+    @cached_property
+    def stream_position(self) -> torch.Tensor:
+        """(V,) position p of every valid token in its sample's segment stream."""
+        pos = self.fill[:, None] + self.valid.long().cumsum(1) - 1  # (B, T)
+        return pos[self.b_idx, self.t_idx]
+
+    @property
+    def row(self) -> torch.Tensor:
+        return self.stream_position // self.segment_length
+
+    @property
+    def col(self) -> torch.Tensor:
+        return self.stream_position % self.segment_length
 
 
 class MemoryBank(nn.Module):
@@ -171,7 +185,7 @@ class MemoryBank(nn.Module):
         """
         u = self._attend(state, *(self.keys_values(segment) if kv is None else kv), None)
         weight, bias = self.gate_weights() if gates is None else gates
-        g_in, g_forget = torch.sigmoid(F.linear(u, weight) + bias).chunk(2, dim=-1)
+        g_in, g_forget = torch.sigmoid(F.linear(u, weight, bias)).chunk(2, dim=-1)
         return g_in * torch.tanh(u) + g_forget * state
 
     def gate_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,13 +231,15 @@ class MemoryBank(nn.Module):
         S, G = layout.segment_length, layout.rows
         if G == 1 and layout.max_writes == 0:
             # Nothing is written (decoding between writes, short pieces): every token reads the state it
-            # started with, reusing the state's keys/values, and only the open segment grows.
-            if buffer is None:
-                open_segment = h.new_zeros(B, S, D)
+            # started with, reusing the state's keys/values, and only the open segment grows. Buffer rows
+            # past the fill are never read (the grid below masks them), so they need no clearing here.
+            open_segment = h.new_zeros(B, S, D) if buffer is None else buffer.to(h.dtype)
+            if layout.all_valid:
+                # Token t of every sample lands in column fill + t (no write: it stays below S).
+                cols = layout.fill[:, None] + torch.arange(T, device=h.device)  # (B, T)
+                new_buffer = open_segment.scatter(1, cols[..., None].expand(B, T, D), h)
             else:
-                open_rows = torch.arange(S, device=h.device)[None, :] < layout.fill[:, None]  # (B, S)
-                open_segment = torch.where(open_rows[..., None], buffer.to(h.dtype), h.new_zeros(()))
-            new_buffer = open_segment.index_put((layout.b_idx, layout.col), h[layout.b_idx, layout.t_idx])
+                new_buffer = open_segment.index_put((layout.b_idx, layout.col), h[layout.b_idx, layout.t_idx])
             kv = state_kv if state_kv is not None else self.keys_values(state)
             out = self.read(h, state, kv)
             if not layout.all_valid:

@@ -286,11 +286,14 @@ class LM2Model(LM2PreTrainedModel):
             position_ids = index.clamp(min=0)
         cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype, config.rope_llama3)
 
-        # Self-attention mask over [cached keys, new keys]; None = plain causal (the fused fast path).
+        # Self-attention mask over [cached keys, new keys]; None = nothing hidden but the future (the fused
+        # fast path): a fresh call without padding inside the window, or one new token that may see every
+        # cached key (no padding anywhere, all of them within the window).
         new_key_index = torch.where(valid, index, torch.full_like(index, -1))
         key_index = torch.cat([cache.key_index, new_key_index], 1) if has_past else new_key_index  # (B, L)
         window = config.attention_window
-        if not has_past and bool(valid.all()) and (window is None or window >= T):
+        in_window = window is None or window >= key_index.shape[1]
+        if in_window and bool(valid.all()) and (not has_past or (T == 1 and bool((key_index >= 0).all()))):
             mask = None
         else:
             k_idx, q_idx = key_index[:, None, :], index[:, :, None]
@@ -441,11 +444,10 @@ class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
                     f"labels must have shape {tuple(hidden.shape[:2])}, got {tuple(labels.shape)}"
                 )
             full_logits = logits if logits.shape[1] == hidden.shape[1] else self.lm_head(hidden)
-            loss = F.cross_entropy(
-                full_logits[:, :-1].float().reshape(-1, self.config.vocab_size),
-                labels[:, 1:].reshape(-1).to(full_logits.device),
-                ignore_index=-100,
-            )
+            # Shift the labels rather than the logits: slicing (B, T, V) logits would copy them (and their
+            # gradient) once more, a sizeable share of a small model's step.
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100).to(full_logits.device)
+            loss = F.cross_entropy(full_logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         result = CausalLMOutputWithPast(
             loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
         )
