@@ -11,17 +11,14 @@ answer label sets are equal; the total-variation distance between the answer dis
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from lm2.data.babi.format import find_task_file, read_stories
+from lm2.data.babi.format import find_task_file, read_stories, vocabulary
 from lm2.data.babi.generator import available_tasks, iter_stories
-from lm2.data.babi.types import Question, Sample, Story, parse_tasks
-
-WORD = re.compile(r"[A-Za-z]+")
+from lm2.data.babi.types import Sample, Story, parse_tasks
 
 
 def ks_statistic(a: Sequence[float], b: Sequence[float]) -> float:
@@ -37,17 +34,6 @@ def ks_statistic(a: Sequence[float], b: Sequence[float]) -> float:
             j += 1
         gap = max(gap, abs(i / len(xs) - j / len(ys)))
     return gap
-
-
-def words(stories: Sequence[Story]) -> set[str]:
-    """Word types of every line, questions and answers included."""
-    out: set[str] = set()
-    for story in stories:
-        for line in story.lines:
-            out.update(WORD.findall(line.text))
-            if isinstance(line, Question):
-                out.update(WORD.findall(line.answer))
-    return out
 
 
 def samples_of(stories: Sequence[Story]) -> list[Sample]:
@@ -84,7 +70,7 @@ def compare(task: str, real_dir: Path, num_samples: int, seed: int) -> dict[str,
     real_s, gen_s = samples_of(real), samples_of(gen)
     real_f = [len(s.facts) for s in real_s]
     gen_f = [len(s.facts) for s in gen_s]
-    real_w, gen_w = words(real), words(gen)
+    real_w, gen_w = vocabulary(real), vocabulary(gen)
     return {
         "task": task,
         "real_samples": len(real_s),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from lm2.data.babi.format import find_task_file, read_stories, write_stories
+from lm2.data.babi.format import find_task_file, read_stories, vocabulary, write_stories
 from lm2.data.babi.tasks_11_20 import GENERATORS
 from lm2.data.babi.types import Question, Statement, Story
 from tests.babi_solvers_11_20 import UnknownSentence, solve
@@ -90,14 +89,8 @@ def support_reach(stories: tuple[Story, ...]) -> Counter[int]:
     )
 
 
-def vocabulary(stories: tuple[Story, ...]) -> set[str]:
-    words: set[str] = set()
-    for story in stories:
-        for line in story.lines:
-            words.update(re.findall(r"[a-z]+", line.text.lower()))
-            if isinstance(line, Question):
-                words.update(re.findall(r"[a-z]+", line.answer.lower()))
-    return words
+def lowercase_vocabulary(stories: tuple[Story, ...]) -> set[str]:
+    return {word.lower() for word in vocabulary(stories)}
 
 
 def total_variation(a: Counter, b: Counter) -> float:
@@ -133,7 +126,7 @@ class Comparison:
 
 def compare(real_stories: tuple[Story, ...], gen_stories: tuple[Story, ...]) -> Comparison:
     real_facts, gen_facts = facts_per_sample(real_stories), facts_per_sample(gen_stories)
-    real_words, gen_words = vocabulary(real_stories), vocabulary(gen_stories)
+    real_words, gen_words = lowercase_vocabulary(real_stories), lowercase_vocabulary(gen_stories)
     return Comparison(
         real_facts=mean(real_facts),
         generated_facts=mean(gen_facts),

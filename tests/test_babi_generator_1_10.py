@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lm2.data.babi import generator
-from lm2.data.babi.format import find_task_file, format_stories, read_stories, write_stories
+from lm2.data.babi.format import find_task_file, format_stories, read_stories, vocabulary, write_stories
 from lm2.data.babi.generator import generate_samples, generate_stories, iter_stories
 from lm2.data.babi.tasks_1_10 import ACTIONS, GENERATORS, act_with_objects
 from lm2.data.babi.types import Question, Statement, Story
@@ -38,8 +37,6 @@ DEFAULT_STORIES = 2000
 # earlier hand-over. Everywhere else (e.g. "Who received the football?") the files answer with the latest
 # matching hand-over, which is the convention the solver and the generator follow.
 REAL_STALE = {("qa5", 7, 14), ("qa5", 7, 17)}
-
-WORD = re.compile(r"[A-Za-z]+")
 
 
 @cache
@@ -256,16 +253,6 @@ def labels(task: str, stories: tuple[Story, ...]) -> set[str]:
     if task == "qa8":  # lists count by their items
         return {item for a in answers for item in a.split(",")}
     return answers
-
-
-def vocabulary(stories: tuple[Story, ...]) -> set[str]:
-    out: set[str] = set()
-    for story in stories:
-        for line in story.lines:
-            out.update(WORD.findall(line.text))
-            if isinstance(line, Question):
-                out.update(WORD.findall(line.answer))
-    return out
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -89,6 +89,20 @@ def format_stories(stories: Iterable[Story]) -> str:
     return "".join(out)
 
 
+WORD = re.compile(r"[A-Za-z]+")
+
+
+def vocabulary(stories: Iterable[Story]) -> set[str]:
+    """Word types (case kept) of every line, questions and answers included."""
+    words: set[str] = set()
+    for story in stories:
+        for line in story.lines:
+            words.update(WORD.findall(line.text))
+            if isinstance(line, Question):
+                words.update(WORD.findall(line.answer))
+    return words
+
+
 def babi_filename(task: str, split: str = "train") -> str:
     """The original file name of ``task``: 'qa1' -> 'qa1_single-supporting-fact_train.txt'."""
     task = check_task(task)

@@ -172,10 +172,13 @@ class LM2Config(PretrainedConfig):
     def validate_lm2(self) -> None:
         """Raise ValueError naming the contradictory field and what would be valid."""
 
-        def positive(name: str) -> None:
+        def positive(name: str, optional: bool = False) -> None:
             value = getattr(self, name)
+            if optional and value is None:
+                return
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                what = "None or a positive integer" if optional else "a positive integer"
+                raise ValueError(f"{name} must be {what}, got {value!r}")
 
         for name in (
             "vocab_size",
@@ -206,17 +209,12 @@ class LM2Config(PretrainedConfig):
             raise ValueError(
                 f"memory_heads ({self.memory_heads}) must divide hidden_size ({self.hidden_size})"
             )
-        if self.memory_topk is not None:
-            if (
-                isinstance(self.memory_topk, bool)
-                or not isinstance(self.memory_topk, int)
-                or self.memory_topk < 1
-            ):
-                raise ValueError(f"memory_topk must be None or a positive integer, got {self.memory_topk!r}")
-            if self.memory_topk > self.memory_slots:
-                raise ValueError(
-                    f"memory_topk ({self.memory_topk}) cannot exceed memory_slots ({self.memory_slots})"
-                )
+        positive("memory_topk", optional=True)
+        positive("attention_window", optional=True)
+        if self.memory_topk is not None and self.memory_topk > self.memory_slots:
+            raise ValueError(
+                f"memory_topk ({self.memory_topk}) cannot exceed memory_slots ({self.memory_slots})"
+            )
         if self.rope_llama3 is not None:
             missing = [k for k in LLAMA3_KEYS if not isinstance(self.rope_llama3.get(k), (int, float))]
             if missing:
@@ -229,14 +227,6 @@ class LM2Config(PretrainedConfig):
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
         if self.memory_impl not in MEMORY_IMPLS:
             raise ValueError(f"memory_impl must be one of {MEMORY_IMPLS}, got {self.memory_impl!r}")
-        if self.attention_window is not None and (
-            isinstance(self.attention_window, bool)
-            or not isinstance(self.attention_window, int)
-            or self.attention_window < 1
-        ):
-            raise ValueError(
-                f"attention_window must be None or a positive integer, got {self.attention_window!r}"
-            )
         layers = self.memory_layers
         if isinstance(layers, bool) or (layers is not None and not isinstance(layers, (int, list))):
             raise ValueError(f"memory_layers must be None, an int or a list of block indices, got {layers!r}")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -25,6 +24,7 @@ from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU
 from lm2.layers.rotary import LLAMA3_KEYS
 from lm2.models.lm2.cache_lm2 import LM2Cache
 from lm2.models.lm2.configuration_lm2 import LM2Config
+from lm2.models.lm_head import CausalLMHeadMixin
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ class LM2Model(LM2PreTrainedModel):
         return attention_mask[:, -T:].to(device=device, dtype=torch.bool)
 
 
-class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
+class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: LM2Config) -> None:
@@ -350,18 +350,6 @@ class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
         self.model = LM2Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     @classmethod
     def from_llama(cls, path_or_model: Any, **memory_options: Any) -> LM2ForCausalLM:
@@ -434,20 +422,7 @@ class LM2ForCausalLM(LM2PreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        hidden = out.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep, :])
-        loss = None
-        if labels is not None:
-            if labels.shape != hidden.shape[:2]:
-                raise ValueError(
-                    f"labels must have shape {tuple(hidden.shape[:2])}, got {tuple(labels.shape)}"
-                )
-            full_logits = logits if logits.shape[1] == hidden.shape[1] else self.lm_head(hidden)
-            # Shift the labels rather than the logits: slicing (B, T, V) logits would copy them (and their
-            # gradient) once more, a sizeable share of a small model's step.
-            targets = F.pad(labels[:, 1:], (0, 1), value=-100).to(full_logits.device)
-            loss = F.cross_entropy(full_logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, **kwargs)
         result = CausalLMOutputWithPast(
             loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
         )

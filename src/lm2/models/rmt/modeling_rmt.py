@@ -37,6 +37,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model, _refuse_pickles
+from lm2.models.lm_head import CausalLMHeadMixin
 from lm2.models.rmt.configuration_rmt import RMTConfig
 
 
@@ -303,7 +304,7 @@ class RMTModel(RMTPreTrainedModel):
         return hidden, memory, new_pending
 
 
-class RMTForCausalLM(RMTPreTrainedModel, GenerationMixin):
+class RMTForCausalLM(CausalLMHeadMixin, RMTPreTrainedModel, GenerationMixin):
     """RMT with a language-model head; ``generate()`` carries the memory from segment to segment."""
 
     _tied_weights_keys = {"lm_head.weight": "model.backbone.embed_tokens.weight"}
@@ -340,18 +341,6 @@ class RMTForCausalLM(RMTPreTrainedModel, GenerationMixin):
         rmt.lm_head.load_state_dict(model.lm_head.state_dict())
         return rmt
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.model.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.model.set_input_embeddings(value)
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
-
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         inputs = super().prepare_inputs_for_generation(*args, **kwargs)
         inputs.pop("position_ids", None)  # generate() derives them from the mask; RMT sets its own
@@ -383,14 +372,6 @@ class RMTForCausalLM(RMTPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        hidden = out.last_hidden_state  # (B, T, D)
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep, :])  # (B, T', V)
-        loss = None
-        if labels is not None:
-            # The usual shifted mean cross-entropy, ignoring -100 (num_items_in_batch is honoured).
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
-            )
+        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, **kwargs)
         result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
         return result if self._return_dict(return_dict) else result.to_tuple()
