@@ -229,23 +229,31 @@ def peak_train(kind: str, shape: Shape) -> dict:
     return {"peak_mib": peak_since_reset() - base}
 
 
-def long_forward(length: int, shape: Shape, window: int, chunk: int) -> dict:
-    """In a fresh process: stream ``length`` tokens through LM2 with windowed attention, cache carried."""
+def long_forward(length: int, shape: Shape, window: int, chunk: int, passes: int = 2) -> dict:
+    """In a fresh process: stream ``length`` tokens through LM2 with windowed attention, cache carried.
+
+    The best of ``passes`` passes is kept (a shared machine's slow spells would otherwise decide the
+    ratio of two lengths); the peak is over all of them.
+    """
     model = build("lm2", shape, attention_window=window).eval()
     ids = batch_for(shape, batch=1, seq=length)
     base = reset_peak()
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        past = None
-        for start in range(0, length, chunk):
-            out = model(
-                input_ids=ids[:, start : start + chunk],
-                past_key_values=past,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            past = out.past_key_values
-    return {"seconds": time.perf_counter() - t0, "peak_mib": peak_since_reset() - base}
+    best = float("inf")
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            past = None
+            for start in range(0, length, chunk):
+                out = model(
+                    input_ids=ids[:, start : start + chunk],
+                    past_key_values=past,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                past = out.past_key_values
+        del out, past
+        best = min(best, time.perf_counter() - t0)
+    return {"seconds": best, "peak_mib": peak_since_reset() - base}
 
 
 def decode_tokens_per_s(
@@ -332,7 +340,7 @@ def run(shape: Shape, lengths: list[int], window: int, chunk: int, new_tokens: i
     lines += [f"| {k} | {rates[k]:.1f} | {rates[k] / rates['hf-llama']:.2f}x |" for k in DECODE_KINDS]
     lines += [
         "",
-        f"### Long inputs: LM2, attention window {window}, fed in chunks of {chunk} with the cache",
+        f"### Long inputs: LM2, attention window {window}, fed in chunks of {chunk} with the cache (best of 2 passes)",
         "",
     ]
     lines += ["| tokens | seconds | peak MiB | time / time(first) |", "|---|---|---|---|"]

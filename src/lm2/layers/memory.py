@@ -87,6 +87,12 @@ class SegmentLayout:
         pos = self.fill[:, None] + self.valid.long().cumsum(1) - 1  # (B, T)
         return pos[self.b_idx, self.t_idx]
 
+    @cached_property
+    def append_columns(self) -> torch.Tensor:
+        """(B, T, 1) column of the open segment each token lands in, for a call without padding or write."""
+        T = self.valid.shape[1]
+        return (self.fill[:, None] + torch.arange(T, device=self.fill.device))[..., None]
+
     @property
     def row(self) -> torch.Tensor:
         return self.stream_position // self.segment_length
@@ -236,8 +242,7 @@ class MemoryBank(nn.Module):
             open_segment = h.new_zeros(B, S, D) if buffer is None else buffer.to(h.dtype)
             if layout.all_valid:
                 # Token t of every sample lands in column fill + t (no write: it stays below S).
-                cols = layout.fill[:, None] + torch.arange(T, device=h.device)  # (B, T)
-                new_buffer = open_segment.scatter(1, cols[..., None].expand(B, T, D), h)
+                new_buffer = open_segment.scatter(1, layout.append_columns.expand(B, T, D), h)
             else:
                 new_buffer = open_segment.index_put((layout.b_idx, layout.col), h[layout.b_idx, layout.t_idx])
             kv = state_kv if state_kv is not None else self.keys_values(state)
