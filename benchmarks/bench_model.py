@@ -173,13 +173,21 @@ def step_flops(model: torch.nn.Module, ids: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def interleaved_min(fns: dict[str, Callable[[], None]], rounds: int, reps: int) -> dict[str, float]:
-    """Seconds per call of each fn: warm up, then alternate between them and keep each one's best round."""
+def interleaved_min(
+    fns: dict[str, Callable[[], None]], rounds: int, reps: int, rewarm: bool = False
+) -> dict[str, float]:
+    """Seconds per call of each fn: warm up, then alternate between them and keep each one's best round.
+
+    rewarm: one untimed call before each timed round, so that a model's timed step never follows another
+    model's (whose freed memory and evicted caches would otherwise be charged to it).
+    """
     for fn in fns.values():
         fn()
     best = {k: float("inf") for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            if rewarm:
+                fn()
             t0 = time.perf_counter()
             for _ in range(reps):
                 fn()
@@ -316,7 +324,8 @@ def run(shape: Shape, lengths: list[int], window: int, chunk: int, new_tokens: i
     tokens = ids.numel()
     for name, dtype in dtypes:
         progress(f"training steps, {name}")
-        t = interleaved_min({k: make_step(m, ids, dtype) for k, m in models.items()}, rounds=6, reps=1)
+        steps = {k: make_step(m, ids, dtype) for k, m in models.items()}
+        t = interleaved_min(steps, rounds=4, reps=1, rewarm=True)
         for k in KINDS:
             rate = flops[k] / t[k]
             lines.append(

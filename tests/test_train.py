@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lm2.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, verify_checkpoint
 from lm2.train.config import load_config
@@ -185,6 +186,43 @@ def test_pieces_give_the_full_forward_loss_and_truncate_the_gradient() -> None:
     assert len(early) > 0
     assert grads[None][early].abs().sum() > 0  # full backprop reaches them through memory and attention
     assert grads[8][early].abs().sum() == 0  # truncated: nothing flows into earlier pieces
+
+
+def test_pieces_project_only_the_target_positions_and_give_the_full_loss() -> None:
+    from lm2.train.data import Batch
+
+    model = _lm2()
+    x = torch.randint(1, 64, (2, 24))
+    targets = torch.full_like(x, IGNORE)
+    targets[0, [5, 6, 20]] = x[0, [5, 6, 20]]  # rows with targets at different places
+    targets[1, [6, 21]] = x[1, [6, 21]]
+    with torch.no_grad():
+        full_logits = model(input_ids=x).logits
+    expected = F.cross_entropy(
+        full_logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+
+    class IgnoresKeep(torch.nn.Module):  # a model without logits_to_keep support: full logits every time
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, logits_to_keep: object = None, **kwargs: object):
+            return self.inner(**kwargs)
+
+    for m in (model, IgnoresKeep(model)):
+        for piece in (None, 8):
+            seen: dict[int, torch.Tensor] = {}
+
+            def hook(positions: torch.Tensor, logits: torch.Tensor, seen: dict = seen) -> None:
+                assert logits.shape[1] == len(positions)
+                seen.update({int(p): logits[:, j] for j, p in enumerate(positions)})
+
+            loss = run_pieces(m, Batch(x, targets), piece, logits_hook=hook)
+            assert loss == pytest.approx(float(expected), rel=1e-5)
+            assert sorted(seen) == [5, 6, 20, 21]  # the union over rows, and nothing else
+            for p, got in seen.items():
+                torch.testing.assert_close(got, full_logits[:, p], rtol=1e-5, atol=1e-5)
 
 
 def test_detach_cache_cuts_the_graph_of_every_cached_tensor() -> None:

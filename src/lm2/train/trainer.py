@@ -100,13 +100,15 @@ def run_pieces(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     backward: Callable[[torch.Tensor], None] | None = None,
     sync: Callable[[bool], contextlib.AbstractContextManager] = lambda final: contextlib.nullcontext(),
-    logits_hook: Callable[[int, int, torch.Tensor], None] | None = None,
+    logits_hook: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> float:
     """Forward ``batch`` in pieces of ``piece_len`` tokens (None: one piece); return the summed cross-entropy.
 
     With ``backward`` given, ``backward(ce_sum * loss_scale)`` runs after each piece that has targets,
-    inside ``sync(is_final_backward)`` (DDP's no_sync for all but the last). ``logits_hook(start, end,
-    logits)`` sees each piece's logits (evaluation).
+    inside ``sync(is_final_backward)`` (DDP's no_sync for all but the last). Logits are computed only at
+    the positions where some row of the batch has a target (an answer of a few tokens after a long
+    context costs the vocabulary projection of those few); ``logits_hook(positions, logits)`` sees them
+    with their column indices in the batch (evaluation).
     """
     x, y = batch.input_ids, batch.targets
     width = x.shape[1]
@@ -119,14 +121,18 @@ def run_pieces(
     cache, total = None, 0.0
     for i, (s, e) in enumerate(bounds[: last + 1]):
         learn = backward is not None and has_targets[i]
+        cols = (y[:, s:e] != IGNORE).any(0).nonzero().squeeze(1)  # (k,) columns of the piece with targets
+        keep = {} if len(cols) == e - s else {"logits_to_keep": cols}
         with sync(i == last), torch.set_grad_enabled(learn):
             with autocast():
-                out = model(input_ids=x[:, s:e], past_key_values=cache, use_cache=last > 0)
-            logits = out.logits.float()  # (B, t, V)
+                out = model(input_ids=x[:, s:e], past_key_values=cache, use_cache=last > 0, **keep)
+            logits = out.logits.float()  # (B, k, V)
+            if logits.shape[1] != len(cols):  # a model that ignores logits_to_keep
+                logits = logits[:, cols]
             if logits_hook is not None:
-                logits_hook(s, e, logits.detach())
+                logits_hook(s + cols, logits.detach())
             ce = F.cross_entropy(
-                logits.flatten(0, 1), y[:, s:e].flatten(), ignore_index=IGNORE, reduction="sum"
+                logits.flatten(0, 1), y[:, s:e][:, cols].flatten(), ignore_index=IGNORE, reduction="sum"
             )
             if learn:
                 backward(ce * loss_scale)
@@ -403,8 +409,8 @@ class Trainer:
                 b = Batch(b.input_ids.to(self.device), b.targets.to(self.device))
                 preds = torch.full_like(b.targets, IGNORE)
 
-                def keep(s: int, e: int, logits: torch.Tensor, preds: torch.Tensor = preds) -> None:
-                    preds[:, s:e] = logits.argmax(-1)
+                def keep(positions: torch.Tensor, logits: torch.Tensor, preds: torch.Tensor = preds) -> None:
+                    preds[:, positions] = logits.argmax(-1)
 
                 total += run_pieces(self.model, b, self.piece_len, autocast=self._autocast, logits_hook=keep)
                 count += b.num_targets
