@@ -26,11 +26,10 @@ def test_cpu_attention_flops_count_the_computed_pairs(causal: bool, pairs: int) 
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
     forward = counted(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True))
     backward = counted(lambda: out.sum().backward())
-    # Forward: QK^T and PV, 2 multiply-adds per pair and head dim each; backward: five such products.
+    # Forward: QK^T and PV, each 2 FLOPs (one multiply-add) per pair and head dim; backward: five such products.
     assert forward == 2 * 2 * B * H * pairs * hd
     assert backward == 5 * 2 * B * H * pairs * hd
     plain = FlopCounterMode(display=False)  # torch's own table alone counts none of it
-
     with plain:
         F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
     assert plain.get_total_flops() == 0
