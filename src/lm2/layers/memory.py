@@ -93,11 +93,11 @@ class SegmentLayout:
         T = self.valid.shape[1]
         return (self.fill[:, None] + torch.arange(T, device=self.fill.device))[..., None]
 
-    @property
+    @cached_property
     def row(self) -> torch.Tensor:
         return self.stream_position // self.segment_length
 
-    @property
+    @cached_property
     def col(self) -> torch.Tensor:
         return self.stream_position % self.segment_length
 

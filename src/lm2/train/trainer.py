@@ -114,14 +114,16 @@ def run_pieces(
     width = x.shape[1]
     step = piece_len or width
     bounds = [(s, min(s + step, width)) for s in range(0, width, step)]
-    has_targets = [bool((y[:, s:e] != IGNORE).any()) for s, e in bounds]
+    # (k,) columns of each piece where some row has a target
+    target_cols = [(y[:, s:e] != IGNORE).any(0).nonzero().squeeze(1) for s, e in bounds]
+    has_targets = [len(cols) > 0 for cols in target_cols]
     if not any(has_targets):
         return 0.0
     last = max(i for i, h in enumerate(has_targets) if h)  # later pieces could not change the loss
     cache, total = None, 0.0
     for i, (s, e) in enumerate(bounds[: last + 1]):
         learn = backward is not None and has_targets[i]
-        cols = (y[:, s:e] != IGNORE).any(0).nonzero().squeeze(1)  # (k,) columns of the piece with targets
+        cols = target_cols[i]
         keep = {} if len(cols) == e - s else {"logits_to_keep": cols}
         with sync(i == last), torch.set_grad_enabled(learn):
             with autocast():
