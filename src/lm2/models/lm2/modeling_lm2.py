@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ def _refuse_pickles(path: Path) -> None:
             "checkpoints are loaded (convert it with safetensors.torch.save_file on a trusted machine)"
         )
     raise ValueError(f"{path} holds no .safetensors weights")
+
+
+def load_every_weight(load: Callable[..., Any], path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+    """Run a ``PreTrainedModel.from_pretrained`` (safetensors by default) and refuse any missing, unexpected
+    or mismatched weight instead of letting it be silently re-initialised or dropped."""
+    want_info = kwargs.pop("output_loading_info", False)
+    kwargs.setdefault("use_safetensors", True)
+    model, info = load(path, *args, output_loading_info=True, **kwargs)
+    problems = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        raise ValueError(f"checkpoint {path} does not fit the model: {problems}")
+    return (model, info) if want_info else model
 
 
 class LM2Block(nn.Module):
@@ -128,18 +142,7 @@ class LM2PreTrainedModel(PreTrainedModel):
                 detail = ", ".join(f"{k}: saved {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
                 raise ValueError(f"{path} was saved with a different memory configuration ({detail})")
             kwargs["config"] = config
-        want_info = kwargs.pop("output_loading_info", False)
-        kwargs.setdefault("use_safetensors", True)
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-        )
-        problems = {
-            k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
-        }
-        problems = {k: v for k, v in problems.items() if v}
-        if problems:
-            raise ValueError(f"checkpoint {pretrained_model_name_or_path} does not fit the model: {problems}")
-        return (model, info) if want_info else model
+        return load_every_weight(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -36,7 +36,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model, _refuse_pickles
+from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model, _refuse_pickles, load_every_weight
 from lm2.models.lm_head import CausalLMHeadMixin
 from lm2.models.rmt.configuration_rmt import RMTConfig
 
@@ -118,18 +118,7 @@ class RMTPreTrainedModel(PreTrainedModel):
                 raise ValueError(
                     f"{path} was saved with num_mem_tokens={saved}; its memory cannot be loaded as {asked} tokens"
                 )
-        want_info = kwargs.pop("output_loading_info", False)
-        kwargs.setdefault("use_safetensors", True)
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-        )
-        problems = {
-            k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
-        }
-        problems = {k: v for k, v in problems.items() if v}
-        if problems:
-            raise ValueError(f"checkpoint {pretrained_model_name_or_path} does not fit the model: {problems}")
-        return (model, info) if want_info else model
+        return load_every_weight(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
 
     def _return_dict(self, return_dict: bool | None) -> bool:
         return self.config.return_dict if return_dict is None else return_dict
