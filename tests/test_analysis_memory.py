@@ -38,6 +38,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def _read_attention(h, state, wq, wk, H: int, hd: int, topk: int | None) -> np.ndarray:
+    a = np.zeros((H, h.shape[0], state.shape[0]))
+    for head in range(H):
+        cols = slice(head * hd, (head + 1) * hd)
+        scores = (h @ wq.T)[:, cols] @ (state @ wk.T)[:, cols].T / math.sqrt(hd)
+        if topk is not None:
+            cut = np.sort(scores, -1)[:, -topk][:, None]
+            scores = np.where(scores >= cut, scores, -np.inf)
+        a[head] = _softmax(scores)
+    return a
+
+
 def _direct(model, tokenizer, text):
     """Every block's input by an independent route (hidden states + input norm), then numpy all the way."""
     ids = torch.tensor([tokenizer(text)["input_ids"]])
@@ -63,7 +75,11 @@ def _direct(model, tokenizer, text):
             u = np.zeros((N, D))
             for head in range(H):
                 cols = slice(head * hd, (head + 1) * hd)
-                q, k, v = (M @ W["q_proj"].T)[:, cols], (seg @ W["k_proj"].T)[:, cols], (seg @ W["v_proj"].T)[:, cols]
+                q, k, v = (
+                    (M @ W["q_proj"].T)[:, cols],
+                    (seg @ W["k_proj"].T)[:, cols],
+                    (seg @ W["v_proj"].T)[:, cols],
+                )
                 u[:, cols] = _softmax(q @ k.T / math.sqrt(hd)) @ v
             g_in = 1 / (1 + np.exp(-(u @ W["in_gate"].T)))
             g_f = 1 / (1 + np.exp(-(u @ W["forget"].T + b_forget)))
@@ -72,20 +88,11 @@ def _direct(model, tokenizer, text):
             in_gates.append(g_in)
             forget_gates.append(g_f)
 
-        def attention(state):
-            a = np.zeros((H, T, N))
-            for head in range(H):
-                cols = slice(head * hd, (head + 1) * hd)
-                scores = (h @ W["q_proj"].T)[:, cols] @ (state @ W["k_proj"].T)[:, cols].T / math.sqrt(hd)
-                if bank.topk is not None:
-                    cut = np.sort(scores, -1)[:, -bank.topk][:, None]
-                    scores = np.where(scores >= cut, scores, -np.inf)
-                a[head] = _softmax(scores)
-            return a
+        def attention(state, h=h, W=W, H=H, hd=hd, topk=bank.topk):
+            return _read_attention(h, state, W["q_proj"], W["k_proj"], H, hd, topk)
 
-        causal = np.concatenate(
-            [attention(states[p // S])[:, p : p + 1] for p in range(T)], axis=1
-        )  # token p reads the state after p // S writes
+        # token p reads the state after p // S writes
+        causal = np.concatenate([attention(states[p // S])[:, p : p + 1] for p in range(T)], axis=1)
         out[i] = dict(
             before=attention(states[0]), after=attention(states[-1]), causal=causal,
             states=np.stack(states), in_gate=np.stack(in_gates), forget_gate=np.stack(forget_gates),

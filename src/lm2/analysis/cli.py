@@ -17,7 +17,11 @@ HEATMAPS = "heatmaps.npz"
 
 
 def run_analysis(
-    model: Any, tokenizer: Any, out: str | Path, texts: list[str] | None = None, rows: list[dict] | None = None
+    model: Any,
+    tokenizer: Any,
+    out: str | Path,
+    texts: list[str] | None = None,
+    rows: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Analyse prompts (free texts, or BABILong rows with slot roles); write the arrays and JSON; draw.
 
@@ -60,6 +64,7 @@ def run_analysis(
         "heatmap_tokens": first_tokens,
         "roles": roles.summary() if roles.prompts else None,
     }
+
     def save(path: Path) -> None:
         with open(path, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -86,14 +91,18 @@ def draw_analysis(out: str | Path) -> list[Path]:
             "after it is written (M_C)": arrays[f"block{layer}_after"],
         }
         written.append(
-            memory_heatmaps(panels, tokens, out / f"fig6_block{layer}.png", f"Memory read attention, block {layer}")
+            memory_heatmaps(
+                panels, tokens, out / f"fig6_block{layer}.png", f"Memory read attention, block {layer}"
+            )
         )
     if result["roles"]:
         for block in result["roles"]["blocks"]:
             lift = np.array([[np.nan if v is None else v for v in row] for row in block["write_ratio"]])
             written.append(
                 slot_role_heatmap(
-                    lift, CLASSES, out / f"slots_block{block['layer']}.png",
+                    lift,
+                    CLASSES,
+                    out / f"slots_block{block['layer']}.png",
                     f"What each slot stores (write attention / chance), block {block['layer']}",
                 )  # fmt: skip
             )

@@ -58,7 +58,11 @@ class MemoryAnalysis:
         out = []
         for b in self.blocks:
             n = b.states.shape[1]
-            entry: dict[str, Any] = {"layer": b.layer, "writes": int(b.states.shape[0] - 1), "checks": b.checks}
+            entry: dict[str, Any] = {
+                "layer": b.layer,
+                "writes": int(b.states.shape[0] - 1),
+                "checks": b.checks,
+            }
             for name in READS:
                 att = b.read[name]
                 ent = float(-(att * np.log(np.clip(att, 1e-30, None))).sum(-1).mean())
@@ -78,12 +82,16 @@ def read_weights(bank: MemoryBank, h: torch.Tensor, state: torch.Tensor) -> torc
     k = bank.k_proj(state).view(N, bank.heads, bank.head_dim).transpose(0, 1)  # (H, N, hd)
     scores = q @ k.transpose(-1, -2) / math.sqrt(bank.head_dim)  # (H, L, N)
     if bank.topk is not None and bank.topk < N:
-        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, scores.topk(bank.topk, -1).indices, True)
+        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(
+            -1, scores.topk(bank.topk, -1).indices, True
+        )
         scores = scores.masked_fill(~kept, float("-inf"))
     return scores.softmax(-1)
 
 
-def readout(bank: MemoryBank, weights: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def readout(
+    bank: MemoryBank, weights: torch.Tensor, state: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The gated read-out (L, D) and output gate (L, D) given read weights (H, L, N) over ``state``."""
     H, L, N = weights.shape
     v = bank.v_proj(state).view(N, H, bank.head_dim).transpose(0, 1)  # (H, N, hd)
@@ -177,7 +185,11 @@ def _analyze_block(
         parts_w.append(w)
         parts_o.append(o)
         parts_g.append(gt)
-    read["causal"], outs["causal"], gates["causal"] = torch.cat(parts_w, 1), torch.cat(parts_o), torch.cat(parts_g)
+    read["causal"], outs["causal"], gates["causal"] = (
+        torch.cat(parts_w, 1),
+        torch.cat(parts_o),
+        torch.cat(parts_g),
+    )
     checks = {
         "final_state": float((states[-1] - model_final).abs().max()),
         "causal_readout": float((outs["causal"] - model_read).abs().max()),

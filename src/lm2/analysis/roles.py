@@ -98,7 +98,9 @@ class SlotRoles:
             with np.errstate(invalid="ignore", divide="ignore"):
                 share = wt / wt.sum() if wt.sum() else np.zeros_like(wt)
                 write_ratio = (wm / wm.sum(1, keepdims=True)) / share  # (N, K)
-                read_ratio = (self.read_mass[layer] / self.read_tokens[layer][:, None]) * wm.shape[0]  # (K, N)
+                read_ratio = (self.read_mass[layer] / self.read_tokens[layer][:, None]) * wm.shape[
+                    0
+                ]  # (K, N)
             write_ratio[:, wt == 0] = np.nan
             read_ratio = read_ratio.T  # (N, K)
             read_ratio[:, self.read_tokens[layer] == 0] = np.nan
@@ -106,7 +108,9 @@ class SlotRoles:
                 {
                     "layer": layer,
                     "written_tokens": dict(zip(CLASSES, wt.astype(int).tolist(), strict=True)),
-                    "read_tokens": dict(zip(CLASSES, self.read_tokens[layer].astype(int).tolist(), strict=True)),
+                    "read_tokens": dict(
+                        zip(CLASSES, self.read_tokens[layer].astype(int).tolist(), strict=True)
+                    ),
                     "write_ratio": _clean(write_ratio),
                     "read_ratio": _clean(read_ratio),
                     "write_role": _roles(write_ratio),
