@@ -35,11 +35,16 @@ COMMANDS: dict[str, Any] = {
         "ppl": "lm2.eval.ppl:eval_ppl",
         "harness": "lm2.eval.harness:eval_harness",
     },
+    "analyze": {
+        "memory": "lm2.analysis.cli:analyze_memory",
+    },
+    "reproduce": "lm2.reproduce.study:reproduce",
 }
 
 _GROUP_HELP = {
     "data": "generate bAbI stories, build BABILong sets, train a tokenizer",
     "eval": "evaluate checkpoints: BABILong accuracy, MMLU, perplexity, lm-evaluation-harness tasks",
+    "analyze": "look inside a trained model: memory read attention, gates and slot roles",
 }
 
 

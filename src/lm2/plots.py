@@ -123,12 +123,14 @@ def memory_heatmaps(
     """Figure 6: token-to-slot read attention (T, N) side by side, one panel per state (same colour scale)."""
     plt = _pyplot()
     arrays = [np.asarray(a, dtype=float) for a in panels.values()]
-    vmax = max(float(a.max()) for a in arrays)
+    # One colour scale for all panels, stretched over the values present: near-uniform reads still show.
+    vmin, vmax = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
     height = min(12.0, 3.0 + 0.12 * len(tokens))
     fig, axes = plt.subplots(1, len(arrays), figsize=(4.5 * len(arrays) + 1, height), squeeze=False)
+    fig.subplots_adjust(wspace=0.35)
     image = None
     for ax, (name, a) in zip(axes[0], zip(panels, arrays, strict=True), strict=True):
-        image = ax.imshow(a, aspect="auto", interpolation="nearest", vmin=0.0, vmax=vmax, cmap="viridis")
+        image = ax.imshow(a, aspect="auto", interpolation="nearest", vmin=vmin, vmax=vmax, cmap="viridis")
         ax.set_title(name)
         ax.set_xlabel("memory slot")
         ax.set_ylabel("prompt token")

@@ -1,0 +1,212 @@
+"""The typed configuration of a reproduction study (configs/reproduce/<scale>.yaml), validated in one place.
+
+A scale names the tokenizer and the BABILong sets to build (keyword arguments of ``lm2 data tokenizer``
+and ``lm2 data babilong``), a base training config (the schema of configs/*.yaml) and the arms trained from
+it (each a ``set`` of overrides on the base, or another training YAML), and which arms each part of the
+study uses. Strings may hold ``{work}`` (the study folder), ``{data}`` (its BABILong sets) and
+``{tokenizer}`` (its tokenizer), filled in when the study runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lm2.train.config import Config, _build, apply_override
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "reproduce"
+PARTS = ("table1", "table2", "fig3", "fig5", "fig6", "slots")
+
+
+@dataclass
+class ArmConfig:
+    config: str | None = None  # a training YAML; None = the scale's base
+    set: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, on top of the config
+    label: str | None = None  # the name in tables and figures (default: the arm's key)
+
+
+@dataclass
+class Table1Config:
+    models: list[str] = field(default_factory=list)  # arms scored as they are
+    rag: dict[str, str] = field(default_factory=dict)  # arm -> BM25 spec: the arm over retrieved context
+    split: str = "test"
+    tasks: str | None = None
+    lengths: str | None = None
+    samples: int | None = None
+    batch_size: int = 8
+
+
+@dataclass
+class Table2Config:
+    models: list[str] = field(default_factory=list)
+    ppl_data: str | None = None  # held-out text files/folders, comma-separated
+    ppl_max_tokens: int | None = 20000
+    ppl_segment_length: int = 256
+    mmlu_data: str | None = None
+    mmlu_split: str = "dev"
+    mmlu_shots: int = 0
+    mmlu_subjects: str | None = None
+    batch_size: int = 8
+
+
+@dataclass
+class Fig5Config:
+    arms: list[str] = field(default_factory=list)  # memory in the first 1, k, all blocks, and vanilla
+    metric: str = "val_loss"  # a validation metric of the trainer's log
+
+
+@dataclass
+class AnalysisConfig:
+    arm: str = "lm2"
+    split: str = "test"
+    tasks: str | None = None
+    lengths: str | None = None
+    samples: int = 8
+
+
+@dataclass
+class ScaleConfig:
+    name: str = "custom"
+    description: str = ""
+    seeds: int = 1
+    device: str = "auto"
+    tokenizer: dict[str, Any] = field(default_factory=dict)  # kwargs of `lm2 data tokenizer`
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> kwargs of `lm2 data babilong`
+    base: dict[str, Any] = field(default_factory=dict)  # a training config mapping
+    arms: dict[str, ArmConfig] = field(default_factory=dict)
+    table1: Table1Config = field(default_factory=Table1Config)
+    table2: Table2Config = field(default_factory=Table2Config)
+    fig5: Fig5Config = field(default_factory=Fig5Config)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def label(self, arm: str) -> str:
+        return self.arms[arm].label or arm
+
+    def arms_for(self, parts: tuple[str, ...]) -> list[str]:
+        """The arms to train for these parts, in the order of the ``arms`` section."""
+        need: set[str] = set()
+        if "table1" in parts or "fig3" in parts:
+            need |= set(self.table1.models) | set(self.table1.rag)
+        if "table2" in parts:
+            need |= set(self.table2.models)
+        if "fig5" in parts:
+            need |= set(self.fig5.arms)
+        if "fig6" in parts or "slots" in parts:
+            need.add(self.analysis.arm)
+        return [a for a in self.arms if a in need]
+
+    def training_config(self, arm: str, seed: int, paths: dict[str, str]) -> dict[str, Any]:
+        """The training config mapping of ``arm`` at seed offset ``seed``, placeholders filled in."""
+        spec = self.arms[arm]
+        if spec.config is not None:
+            path = Path(spec.config)
+            if not path.is_file():
+                raise FileNotFoundError(f"arm {arm}: training config not found: {path}")
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        else:
+            data = copy.deepcopy(self.base)
+        for key, value in spec.set.items():
+            apply_override(data, f"{key}={json.dumps(value)}")
+        data.setdefault("train", {})
+        data["train"]["seed"] = int(data["train"].get("seed", 0)) + seed
+        return fill(data, paths)
+
+    def validate(self) -> ScaleConfig:
+        from lm2.data.cli import babilong_command, tokenizer_command
+
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if not self.arms:
+            raise ValueError("arms is empty: name at least one model to train")
+        _binds(tokenizer_command, self.tokenizer, "tokenizer", out="x")
+        for split, kwargs in self.data.items():
+            _binds(babilong_command, kwargs, f"data.{split}", tokenizer="x", out="x")
+        refs = [("table1.models", a) for a in self.table1.models] + [("table1.rag", a) for a in self.table1.rag]
+        refs += [("table2.models", a) for a in self.table2.models] + [("fig5.arms", a) for a in self.fig5.arms]
+        refs.append(("analysis.arm", self.analysis.arm))
+        for where, arm in refs:
+            if arm not in self.arms:
+                raise ValueError(f"{where} names arm {arm!r}; the arms are {', '.join(self.arms)}")
+        for split in {self.table1.split, self.analysis.split}:
+            if split not in self.data:
+                raise ValueError(f"the study evaluates on data split {split!r}; data has {', '.join(self.data)}")
+        if self.table2.mmlu_shots < 0 or self.table2.mmlu_shots > 5:
+            raise ValueError(f"table2.mmlu_shots must be 0..5, got {self.table2.mmlu_shots}")
+        paths = {"work": "WORK", "data": "WORK/data", "tokenizer": "WORK/tokenizer"}
+        for arm in self.arms:  # every arm's training config must pass the trainer's own validation
+            try:
+                check_training_config(self.training_config(arm, 0, paths))
+            except ValueError as err:
+                raise ValueError(f"arm {arm}: {err}") from err
+        return self
+
+
+def _binds(func: Any, kwargs: dict[str, Any], where: str, **fixed: Any) -> None:
+    try:
+        inspect.signature(func).bind(**fixed, **kwargs)
+    except TypeError as err:
+        names = [p for p in inspect.signature(func).parameters if p not in fixed]
+        raise ValueError(f"{where}: {err}; valid keys: {', '.join(names)}") from None
+
+
+def fill(value: Any, paths: dict[str, str]) -> Any:
+    """Replace {work}, {data}, {tokenizer} in every string of a nested mapping/list."""
+    if isinstance(value, str):
+        for key, path in paths.items():
+            value = value.replace("{" + key + "}", path)
+        return value
+    if isinstance(value, dict):
+        return {k: fill(v, paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, paths) for v in value]
+    return value
+
+
+def check_training_config(data: dict[str, Any]) -> Config:
+    """A training config mapping as the trainer reads it (validated)."""
+    return _build(Config, copy.deepcopy(data), "").validate()
+
+
+def scale_path(scale: str) -> Path:
+    """configs/reproduce/<scale>.yaml for a scale name, or the YAML file given."""
+    path = Path(scale)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    path = CONFIG_DIR / f"{scale}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(known)} (or a YAML file)")
+    return path
+
+
+def load_scale(scale: str | Path) -> ScaleConfig:
+    path = scale_path(str(scale))
+    if not path.is_file():
+        raise FileNotFoundError(f"scale config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping")
+    arms = data.pop("arms", {}) or {}
+    if not isinstance(arms, dict):
+        raise ValueError(f"{path}: arms must be a mapping of name -> {{config, set, label}}")
+    cfg = _build(ScaleConfig, data, "")
+    cfg.arms = {name: _build(ArmConfig, spec or {}, f"arms.{name}") for name, spec in arms.items()}
+    try:
+        return cfg.validate()
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def to_dict(cfg: ScaleConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+

@@ -1,0 +1,417 @@
+"""The study's report: numbers gathered from the finished units into results.json, figures drawn from it,
+and the same document written as report.md and a self-contained report.html (figures embedded)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lm2.plots import CAPABILITY_GROUPS, group_scores
+from lm2.utils.io import atomic_write_text
+
+RESULTS = "results.json"
+Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("img", path, caption)
+
+
+def _stats(values: Sequence[float | None]) -> dict[str, Any]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "spread": None, "n": 0}
+    spread = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+    return {"mean": float(np.mean(vals)), "spread": spread, "n": len(vals)}
+
+
+def _cell(s: dict[str, Any] | None, digits: int = 1) -> str:
+    if not s or s.get("mean") is None:
+        return "–"
+    text = f"{s['mean']:.{digits}f}"
+    return text + (f" ± {s['spread']:.{digits}f}" if s.get("spread") is not None else "")
+
+
+def _units(out: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in sorted((out / "units").rglob("DONE.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        found[record["unit"]] = record
+    return found
+
+
+def _seed_groups(units: dict[str, dict[str, Any]], kind: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """{arm (with +rag): [(unit id, record) per seed]} for units named kind:arm:sN."""
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for unit, record in units.items():
+        parts = unit.split(":")
+        if parts[0] == kind and len(parts) == 3:
+            groups.setdefault(parts[1], []).append((unit, record))
+    return groups
+
+
+def fig5_curve(log: Path, metric: str) -> dict[str, list[float]]:
+    """Validation ``metric`` vs training tokens from a trainer log (tokens: each logged step's count times the
+    steps since the previous log record — exact with train.log_every 1)."""
+    from lm2.train.trainer import iter_log
+
+    tokens_at: dict[int, float] = {0: 0.0}
+    total, last_step = 0.0, 0
+    points = []
+    for rec in iter_log(log):
+        if "loss" in rec and "tokens" in rec:
+            total += rec["tokens"] * (rec["step"] - last_step)
+            last_step = rec["step"]
+            tokens_at[rec["step"]] = total
+        if metric in rec:
+            step = rec["step"]
+            known = max(s for s in tokens_at if s <= step)
+            points.append((tokens_at[known], float(rec[metric])))
+    return {"tokens": [p[0] for p in points], "value": [p[1] for p in points]}
+
+
+def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | None) -> dict[str, Any]:
+    """Every number of the report, with the units (and so the runs) that made it."""
+    from lm2.reproduce.config import to_dict
+
+    cfg, out = study.cfg, study.out
+    units = _units(out)
+    results: dict[str, Any] = {
+        "scale": cfg.name,
+        "scale_file": str(study.scale_file),
+        "scale_config": to_dict(cfg),
+        "seeds": study.seeds,
+        "parts": list(parts),
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds_this_call": round(seconds, 1),
+        "unit_seconds_total": round(sum(r.get("seconds", 0.0) for r in units.values()), 1),
+        "units": units,
+    }
+    # Table 1 and Figure 3
+    evals = _seed_groups(units, "table1")
+    if evals:
+        lengths = sorted({n for g in evals.values() for _, r in g for n in r["accuracy"]}, key=_length_key)
+        tasks = sorted({t for g in evals.values() for _, r in g for a in r["accuracy"].values() for t in a
+                        if t != "avg"}, key=lambda t: int(t[2:]))  # fmt: skip
+        order = [a for a in cfg.table1.models] + [f"{a}+rag" for a in cfg.table1.rag]
+        table: dict[str, Any] = {}
+        for key in [k for k in order if k in evals] + [k for k in evals if k not in order]:
+            runs = evals[key]
+            name = runs[0][1]["model"]
+            table[name] = {
+                "runs": [u for u, _ in runs],
+                "cells": {
+                    n: {t: _stats([r["accuracy"].get(n, {}).get(t) for _, r in runs]) for t in [*tasks, "avg"]}
+                    for n in lengths
+                },
+            }
+        results["table1"] = {"tasks": tasks, "lengths": lengths, "models": table}
+        results["fig3"] = {
+            name: group_scores({t: _mean_over_lengths(m["cells"], t) for t in tasks}) for name, m in table.items()
+        }
+    # Table 2
+    ppl, mmlu = _seed_groups(units, "ppl"), _seed_groups(units, "mmlu")
+    if ppl or mmlu:
+        t2: dict[str, Any] = {"ppl": {}, "mmlu": {}}
+        for arm, runs in ppl.items():
+            t2["ppl"][cfg.label(arm) if arm in cfg.arms else arm] = {
+                "runs": [u for u, _ in runs], **_stats([r["ppl"] for _, r in runs]),
+                "tokens": runs[0][1]["tokens"],
+            }  # fmt: skip
+        for arm, runs in mmlu.items():
+            entry: dict[str, Any] = {"runs": [u for u, _ in runs]}
+            for key in ("categories", "difficulty"):
+                names = sorted({g for _, r in runs for g in r[key]})
+                entry[key] = {
+                    g: {**_stats([r[key].get(g, {}).get("accuracy") for _, r in runs]), "questions":
+                        runs[0][1][key].get(g, {}).get("n")}
+                    for g in names
+                }  # fmt: skip
+            entry["average"] = {**_stats([r["average"]["accuracy"] for _, r in runs]),
+                                "questions": runs[0][1]["average"]["n"]}  # fmt: skip
+            t2["mmlu"][cfg.label(arm) if arm in cfg.arms else arm] = entry
+        results["table2"] = t2
+    # Figure 5: the trainer logs of the fig5 arms
+    if "fig5" in parts or any(f"train:{a}:s0" in units for a in cfg.fig5.arms):
+        curves, final = {}, {}
+        for arm in cfg.fig5.arms:
+            runs = [(f"train:{arm}:s{s}", study.run_dir(arm, s)) for s in range(study.seeds)]
+            runs = [(u, d) for u, d in runs if u in units]
+            if not runs:
+                continue
+            per_seed = [fig5_curve(d / "log.jsonl", cfg.fig5.metric) for _, d in runs]
+            curves[cfg.label(arm)] = {**per_seed[0], "run": runs[0][0]}
+            final[cfg.label(arm)] = {
+                **_stats([c["value"][-1] if c["value"] else None for c in per_seed]),
+                "runs": [u for u, _ in runs],
+                "tokens": per_seed[0]["tokens"][-1] if per_seed[0]["tokens"] else None,
+            }
+        if curves:
+            results["fig5"] = {"metric": cfg.fig5.metric, "curves": curves, "final": final,
+                               "order": [cfg.label(a) for a in cfg.fig5.arms]}  # fmt: skip
+    if "analysis" in units:
+        a = units["analysis"]
+        analysis = json.loads((Path(a["output"]) / "analysis.json").read_text(encoding="utf-8"))
+        results["analysis"] = {"unit": "analysis", "folder": a["output"], "model": a["model"],
+                               "prompts": a["prompts"], "blocks": a["blocks"],
+                               "roles": analysis["roles"]}  # fmt: skip
+    return results
+
+
+def _mean_over_lengths(cells: dict[str, Any], task: str) -> float | None:
+    values = [c[task]["mean"] for c in cells.values() if c[task]["mean"] is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _length_key(label: str) -> int:
+    from lm2.eval.rows import length_tokens
+
+    return length_tokens(label)
+
+
+def assemble(study: Any, parts: tuple[str, ...], seconds: float, command: str | None) -> dict[str, Any]:
+    results = gather(study, parts, seconds, command)
+    atomic_write_text(study.out / RESULTS, json.dumps(results, indent=1) + "\n")
+    replot_report(study.out)
+    return results
+
+
+def draw_figures(out: Path, results: dict[str, Any]) -> dict[str, Path]:
+    """Every figure of the report, from the saved numbers only."""
+    from lm2 import plots
+
+    figs = out / "figures"
+    drawn: dict[str, Path] = {}
+    if "table1" in results:
+        t1 = results["table1"]
+        curves = {
+            name: {
+                "mean": [m["cells"][n]["avg"]["mean"] for n in t1["lengths"]],
+                "spread": [m["cells"][n]["avg"]["spread"] for n in t1["lengths"]],
+            }
+            for name, m in t1["models"].items()
+        }
+        drawn["table1"] = plots.accuracy_vs_length(t1["lengths"], curves, figs / "accuracy_vs_length.png")
+        if any(v is not None for s in results["fig3"].values() for v in s.values()):
+            drawn["fig3"] = plots.capability_radar(results["fig3"], figs / "fig3_capabilities.png")
+    if "fig5" in results:
+        f5 = results["fig5"]
+        drawn["fig5"] = plots.training_curves(
+            f5["curves"], figs / "fig5_memory_depth.png", ylabel=_metric_label(f5["metric"]),
+            title="Memory in the first 1, k or all blocks vs none",
+        )  # fmt: skip
+    if "analysis" in results:
+        from lm2.analysis.cli import draw_analysis
+
+        folder = Path(results["analysis"]["folder"])
+        for path in draw_analysis(folder):
+            drawn[path.stem] = path
+    return drawn
+
+
+def _metric_label(metric: str) -> str:
+    return {"val_loss": "validation answer loss (nats / target token)", "val_acc": "validation accuracy",
+            "val_ppl": "validation perplexity"}.get(metric, metric)  # fmt: skip
+
+
+def replot_report(out: str | Path) -> None:
+    """Redraw the figures and rewrite report.md and report.html from OUT/results.json."""
+    out = Path(out)
+    results = json.loads((out / RESULTS).read_text(encoding="utf-8"))
+    figures = draw_figures(out, results)
+    blocks = document(results, figures, out)
+    atomic_write_text(out / "report.md", to_markdown(blocks, out))
+    atomic_write_text(out / "report.html", to_html(blocks))
+
+
+def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> list[Block]:
+    b: list[Block] = [("h", 1, f"LM2 reproduction study — scale {results['scale']}")]
+    b.append(("p", f"Scale config: `{results['scale_file']}`; seeds per arm: {results['seeds']}; parts: "
+                   f"{', '.join(results['parts'])}; written {results['date']}. Wall time of the call that wrote "
+                   f"this report: {results['wall_seconds_this_call']:.0f} s; all units together (including earlier "
+                   f"calls): {results['unit_seconds_total']:.0f} s."))  # fmt: skip
+    if results.get("command"):
+        b.append(("p", f"Command: `{results['command']}`."))
+    b.append(("p", "Every number below names the units that made it (`table1:lm2:s0` = arm lm2, seed 0); the "
+                   "Provenance section gives each unit's command, config and output folder. Spread = sample "
+                   "standard deviation over seeds (shown when there are 2 or more)."))  # fmt: skip
+    if "table1" in results:
+        t1 = results["table1"]
+        b.append(("h", 2, "Table 1 analog: BABILong accuracy (%)"))
+        b.append(("p", f"Tasks {', '.join(t1['tasks'])}; lengths {', '.join(t1['lengths'])}. Each cell: mean "
+                       "± spread over seeds of the accuracy on the test split."))  # fmt: skip
+        for n in t1["lengths"]:
+            rows = [[name] + [_cell(m["cells"][n][t]) for t in [*t1["tasks"], "avg"]] for name, m in t1["models"].items()]
+            b.append(("h", 3, n))
+            b.append(("table", ["model", *t1["tasks"], "avg"], rows))
+        runs = "; ".join(f"{name}: {', '.join(m['runs'])}" for name, m in t1["models"].items())
+        b.append(("p", f"Runs: {runs}."))
+        if "table1" in figures:
+            b.append(("img", figures["table1"], "Accuracy (mean over tasks) vs input length per model; error bars: "
+                      "spread over seeds. Source: results.json → table1."))  # fmt: skip
+        if "fig3" in figures:
+            groups = "; ".join(f"{g}: {', '.join(ts)}" for g, ts in CAPABILITY_GROUPS.items())
+            b.append(("h", 2, "Figure 3 analog: capability groups"))
+            b.append(("img", figures["fig3"], f"Mean accuracy over the group's tasks and all lengths. Groups: "
+                      f"{groups} (groups with no task evaluated are left out). Source: results.json → fig3."))  # fmt: skip
+    if "table2" in results:
+        t2 = results["table2"]
+        b.append(("h", 2, "Table 2 analog: general ability"))
+        if t2["ppl"]:
+            files = results["scale_config"]["table2"]["ppl_data"]
+            b.append(("p", f"Perplexity on held-out text ({files}), memory/cache carried across segments, at "
+                           "the same training budget for every arm."))  # fmt: skip
+            rows = [[name, _cell(s, 2), str(s["tokens"]), ", ".join(s["runs"])] for name, s in t2["ppl"].items()]
+            b.append(("table", ["model", "perplexity", "tokens", "runs"], rows))
+        if t2["mmlu"]:
+            b.append(("p", "MMLU accuracy (%) by category and difficulty through `lm2 eval mmlu`'s scoring. "
+                           "Chance is 25%: models this small score at chance, so these numbers say nothing "
+                           "about general ability; they show the pipeline runs."))  # fmt: skip
+            names = list(t2["mmlu"])
+            groups = sorted({(k, g) for m in t2["mmlu"].values() for k in ("categories", "difficulty")
+                             for g in m[k]}, key=lambda x: (x[0], x[1]))  # fmt: skip
+            rows = [[g] + [_cell(t2["mmlu"][n][k].get(g)) for n in names] for k, g in groups]
+            rows.append(["Average"] + [_cell(t2["mmlu"][n]["average"]) for n in names])
+            b.append(("table", ["group", *names], rows))
+    if "fig5" in results:
+        f5 = results["fig5"]
+        b.append(("h", 2, "Figure 5 analog: how many blocks hold memory"))
+        if "fig5" in figures:
+            b.append(("img", figures["fig5"], f"{_metric_label(f5['metric'])} vs training tokens, seed 0 of "
+                      "each arm. Source: results.json → fig5 (from each run's log.jsonl)."))  # fmt: skip
+        rows = [[name, _cell(s, 4), f"{s['tokens']:.0f}" if s["tokens"] is not None else "–", ", ".join(s["runs"])]
+                for name, s in f5["final"].items()]  # fmt: skip
+        b.append(("table", ["arm", f"final {f5['metric']}", "training tokens", "runs"], rows))
+        b.append(("p", _fig5_verdict(f5)))
+    if "analysis" in results:
+        a = results["analysis"]
+        b.append(("h", 2, "Figure 6 analog and slot roles (Section 4.4)"))
+        b.append(("p", f"Model {a['model']}, {a['prompts']} BABILong test prompts (unit `analysis`). Read "
+                       "attention of every prompt token over the memory slots, averaged over heads, with the "
+                       "initial memory (M_0) and with the memory after the prompt's segments are written (M_C)."))  # fmt: skip
+        rows = [[str(x["layer"]), str(x["writes"]), f"{x['read_entropy_before']:.3f}", f"{x['read_entropy_after']:.3f}",
+                 f"{x['read_entropy_uniform']:.3f}", f"{x['out_gate_before']:.3f}", f"{x['out_gate_after']:.3f}",
+                 _num(x["in_gate"]), _num(x["forget_gate"])] for x in a["blocks"]]  # fmt: skip
+        b.append(("table", ["block", "writes", "read entropy M_0", "read entropy M_C", "uniform", "out gate M_0",
+                            "out gate M_C", "in gate", "forget gate"], rows))  # fmt: skip
+        b.append(("p", "First prompt only; entropies in nats (lower = sharper reads); gates averaged over "
+                       "tokens/slots and channels."))  # fmt: skip
+        for key in sorted(k for k in figures if k.startswith("fig6_")):
+            b.append(("img", figures[key], f"Token-to-slot read attention, {key[5:].replace('_', ' ')}: left with "
+                      "the initial memory, right after writing the prompt. Source: analysis/heatmaps.npz."))  # fmt: skip
+        if a["roles"]:
+            from lm2.analysis.roles import roles_markdown
+
+            b.append(("p", "Slot roles over all analysed prompts: the token class each slot's writes attend to "
+                           "most, and whose tokens read it most, as a ratio to chance."))  # fmt: skip
+            b.append(("raw", roles_markdown(a["roles"])))
+            for key in sorted(k for k in figures if k.startswith("slots_")):
+                b.append(("img", figures[key], f"Write attention by token class relative to chance, "
+                          f"{key[6:].replace('_', ' ')}. Source: analysis/analysis.json."))  # fmt: skip
+    b.append(("h", 2, "Provenance"))
+    rows = [[u, f"`{r.get('command', '')}`", r.get("config", "–"), r.get("output", "–"), f"{r.get('seconds', 0):.1f}"]
+            for u, r in sorted(results["units"].items())]  # fmt: skip
+    b.append(("table", ["unit", "command", "config", "output", "seconds"], rows))
+    return b
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _fig5_verdict(f5: dict[str, Any]) -> str:
+    order = [n for n in f5["order"] if n in f5["final"] and f5["final"][n]["mean"] is not None]
+    if len(order) < 2:
+        return "Too few arms finished to compare."
+    values = [f5["final"][n]["mean"] for n in order]
+    lower_better = f5["metric"] != "val_acc"
+    ranked = sorted(order, key=lambda n: f5["final"][n]["mean"], reverse=not lower_better)
+    holds = all((a > b) if lower_better else (a < b) for a, b in zip(values, values[1:], strict=False))
+    better = "lower" if lower_better else "higher"
+    return (
+        f"Final {f5['metric']} from best to worst: {', '.join(ranked)}. The paper's trend (more blocks with "
+        f"memory, {better} is better, in the order {', '.join(order)}) "
+        + ("holds at this scale." if holds else "does not hold strictly at this scale.")
+    )
+
+
+def to_markdown(blocks: list[Block], out: Path) -> str:
+    lines: list[str] = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            lines += ["#" * block[1] + " " + block[2], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "raw":
+            lines += [block[1], ""]
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+            lines.append("")
+        elif kind == "img":
+            rel = Path(block[1]).resolve().relative_to(out.resolve())
+            lines += [f"![{rel.stem}]({rel.as_posix()})", "", f"*{block[2]}*", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(blocks: list[Block]) -> str:
+    body: list[str] = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            body.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(block[1])}</p>")
+        elif kind == "raw":  # a markdown table with a caption line
+            body += _raw_table(block[1])
+        elif kind == "table":
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in block[1]) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in row) + "</tr>" for row in block[2]]
+            body.append("</table>")
+        elif kind == "img":
+            data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
+            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(Path(block[1]).stem)}">'
+                        f"<figcaption>{_inline(block[2])}</figcaption></figure>")  # fmt: skip
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
+             "text-align:right}th{background:#eee}img{max-width:100%}figcaption{font-style:italic}"
+             "code{background:#f4f4f4;font-size:90%}")  # fmt: skip
+    return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>LM2 reproduction report</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+
+
+def _raw_table(text: str) -> list[str]:
+    out, in_table = [], False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= {"-"} for c in cells):
+                continue
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+                out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
+            else:
+                out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        else:
+            if in_table:
+                out.append("</table>")
+                in_table = False
+            if line.strip():
+                out.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    return out
+

@@ -1,0 +1,368 @@
+"""``lm2 reproduce``: the paper's tables, figures and memory analyses in one resumable command.
+
+The study is a list of units (tokenizer, each BABILong split, each arm x seed trained, each evaluation,
+the memory analysis). A unit is finished when its ``DONE.json`` exists: that file is written last and
+atomically, with what the unit measured and how (the equivalent command, its config and output folder),
+so a study killed and run again keeps every finished unit and redoes only the others — training resumes
+from its last checkpoint, BABILong scoring from its predictions file, data and tokenizer are rebuilt.
+The report (results.json, figures, report.md, report.html) is assembled from the DONE files at the end,
+and ``--replot`` redraws it from results.json alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lm2.reproduce.config import PARTS, ScaleConfig, check_training_config, load_scale, scale_path
+from lm2.utils.io import atomic_write_text
+
+DONE = "DONE.json"
+
+
+class Study:
+    def __init__(self, scale: ScaleConfig, out: Path, scale_file: Path, seeds: int | None = None) -> None:
+        self.cfg, self.out, self.scale_file = scale, Path(out), scale_file
+        self.seeds = seeds or scale.seeds
+        self.paths = {
+            "work": str(self.out),
+            "data": str(self.out / "data"),
+            "tokenizer": str(self.out / "tokenizer"),
+        }
+        self.kept: list[str] = []  # units found finished
+        self.ran: list[str] = []  # units computed by this call
+
+    # -- units ---------------------------------------------------------------------------------------
+
+    def unit_dir(self, unit: str) -> Path:
+        return self.out / "units" / unit.replace(":", "/")
+
+    def done(self, unit: str) -> dict[str, Any] | None:
+        path = self.unit_dir(unit) / DONE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def run_unit(self, unit: str, index: int, total: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        record = self.done(unit)
+        if record is not None:
+            self.kept.append(unit)
+            print(f"[{index}/{total}] {unit}: finished earlier, kept", flush=True)
+            return record
+        print(f"[{index}/{total}] {unit}: running", flush=True)
+        start = time.perf_counter()
+        record = work()
+        record["unit"] = unit
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        atomic_write_text(self.unit_dir(unit) / DONE, json.dumps(record, indent=1) + "\n")
+        self.ran.append(unit)
+        print(f"[{index}/{total}] {unit}: done in {record['seconds']:.1f} s", flush=True)
+        return record
+
+    def plan(self, parts: tuple[str, ...]) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+        cfg, units = self.cfg, []
+        units.append(("tokenizer", self.make_tokenizer))
+        for split in cfg.data:
+            units.append((f"data:{split}", lambda s=split: self.make_data(s)))
+        for arm in cfg.arms_for(parts):
+            for seed in range(self.seeds):
+                units.append((f"train:{arm}:s{seed}", lambda a=arm, s=seed: self.train(a, s)))
+        if "table1" in parts or "fig3" in parts:
+            for seed in range(self.seeds):
+                for arm in cfg.table1.models:
+                    units.append((f"table1:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_babilong(a, s, None)))
+                for arm, spec in cfg.table1.rag.items():
+                    units.append(
+                        (f"table1:{arm}+rag:s{seed}", lambda a=arm, s=seed, r=spec: self.eval_babilong(a, s, r))
+                    )
+        if "table2" in parts:
+            for seed in range(self.seeds):
+                for arm in cfg.table2.models:
+                    if cfg.table2.ppl_data:
+                        units.append((f"ppl:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_ppl(a, s)))
+                    if cfg.table2.mmlu_data:
+                        units.append((f"mmlu:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_mmlu(a, s)))
+        if "fig6" in parts or "slots" in parts:
+            units.append(("analysis", self.analyse))
+        return units
+
+    # -- the work of each kind of unit -----------------------------------------------------------------
+
+    def make_tokenizer(self) -> dict[str, Any]:
+        from lm2.data.cli import tokenizer_command
+
+        out = Path(self.paths["tokenizer"])
+        shutil.rmtree(out, ignore_errors=True)  # a tokenizer killed half-way is rebuilt from scratch
+        kwargs = _fill(self.cfg.tokenizer, self.paths)
+        tokenizer_command(out=out, **kwargs)
+        return {"command": _command("lm2 data tokenizer", {"out": out, **kwargs}), "output": str(out)}
+
+    def make_data(self, split: str) -> dict[str, Any]:
+        from lm2.data.cli import babilong_command
+
+        out = Path(self.paths["data"]) / split
+        shutil.rmtree(out, ignore_errors=True)
+        kwargs = _fill(self.cfg.data[split], self.paths)
+        babilong_command(tokenizer=Path(self.paths["tokenizer"]), out=out, **kwargs)
+        args = {"tokenizer": self.paths["tokenizer"], "out": out, **kwargs}
+        return {"command": _command("lm2 data babilong", args), "output": str(out)}
+
+    def run_dir(self, arm: str, seed: int) -> Path:
+        return self.out / "runs" / f"{arm}-s{seed}"
+
+    def model_dir(self, arm: str, seed: int) -> Path:
+        return self.run_dir(arm, seed) / "last"
+
+    def train(self, arm: str, seed: int) -> dict[str, Any]:
+        from lm2.train.trainer import Trainer
+
+        data = self.cfg.training_config(arm, seed, self.paths)
+        if self.cfg.device != "auto":
+            data.setdefault("train", {})["device"] = self.cfg.device
+        config_file = self.out / "configs" / f"{arm}-s{seed}.yaml"
+        atomic_write_text(config_file, yaml.safe_dump(data, sort_keys=False))
+        run = self.run_dir(arm, seed)
+        # resume=True: a run killed part-way continues from its last checkpoint.
+        metrics = Trainer(check_training_config(data), run, resume=True).run()
+        return {
+            "command": f"lm2 train --config {config_file} --out {run} --resume",
+            "config": str(config_file),
+            "output": str(run),
+            "final": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        }
+
+    def eval_babilong(self, arm: str, seed: int, rag: str | None) -> dict[str, Any]:
+        from lm2.data.babi.types import parse_tasks
+        from lm2.eval.babilong import Candidate, evaluate, make_retriever
+        from lm2.eval.loading import load_model_and_tokenizer
+        from lm2.eval.rows import length_label, load_rows
+
+        t = self.cfg.table1
+        data = Path(self.paths["data"]) / t.split
+        groups = load_rows(
+            [str(data)],
+            tasks=parse_tasks(t.tasks) if t.tasks else None,
+            lengths=[length_label(n) for n in t.lengths.split(",")] if t.lengths else None,
+            samples=t.samples,
+        )
+        model = self.model_dir(arm, seed)
+        name = self.cfg.label(arm) + ("+RAG" if rag else "")
+        out = self.unit_dir(f"table1:{arm}{'+rag' if rag else ''}:s{seed}")
+        candidate = Candidate(name, lambda: load_model_and_tokenizer(model, self.cfg.device))
+        retriever = make_retriever(rag) if rag else None
+        results = evaluate([candidate], groups, out, batch_size=t.batch_size, retriever=retriever)
+        args = {"model": model, "data": data, "out": out, "tasks": t.tasks, "lengths": t.lengths,
+                "samples": t.samples, "rag": rag, "batch_size": t.batch_size}  # fmt: skip
+        return {
+            "command": _command("lm2 eval babilong", args),
+            "config": str(self.out / "configs" / f"{arm}-s{seed}.yaml"),
+            "output": str(out),
+            "model": name,
+            "accuracy": _no_nan({n: results["accuracy"][n][name] for n in results["lengths"]}),
+            "count": {n: results["count"][n][name] for n in results["lengths"]},
+        }
+
+    def eval_ppl(self, arm: str, seed: int) -> dict[str, Any]:
+        from lm2.eval.loading import load_model_and_tokenizer
+        from lm2.eval.ppl import perplexity
+
+        t = self.cfg.table2
+        files: list[Path] = []
+        for part in t.ppl_data.split(","):
+            path = Path(part.strip())
+            files += sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+        model = self.model_dir(arm, seed)
+        lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
+        result = perplexity(lm, tokenizer, files, t.ppl_segment_length, t.ppl_max_tokens)
+        args = {"model": model, "data": t.ppl_data, "segment_length": t.ppl_segment_length,
+                "max_tokens": t.ppl_max_tokens}  # fmt: skip
+        return {
+            "command": _command("lm2 eval ppl", args),
+            "config": str(self.out / "configs" / f"{arm}-s{seed}.yaml"),
+            "output": str(self.unit_dir(f"ppl:{arm}:s{seed}") / DONE),
+            "ppl": result["ppl"],
+            "nll": result["nll"],
+            "tokens": result["tokens"],
+            "files": result["files"],
+        }
+
+    def eval_mmlu(self, arm: str, seed: int) -> dict[str, Any]:
+        from lm2.eval.loading import load_model_and_tokenizer
+        from lm2.eval.mmlu import evaluate_mmlu, read_split
+
+        t = self.cfg.table2
+        questions = read_split(t.mmlu_data, t.mmlu_split)
+        if t.mmlu_subjects:
+            wanted = [s.strip() for s in t.mmlu_subjects.split(",") if s.strip()]
+            missing = [s for s in wanted if s not in questions]
+            if missing:
+                raise ValueError(f"table2.mmlu_subjects: no subject {missing[0]!r} in {t.mmlu_data}")
+            questions = {s: questions[s] for s in wanted}
+        dev = read_split(t.mmlu_data, "dev") if t.mmlu_shots else {}
+        model = self.model_dir(arm, seed)
+        lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
+        result = evaluate_mmlu(lm, tokenizer, questions, dev, t.mmlu_shots, t.batch_size)
+        args = {"model": model, "data": t.mmlu_data, "split": t.mmlu_split, "shots": t.mmlu_shots,
+                "subjects": t.mmlu_subjects}  # fmt: skip
+        return {
+            "command": _command("lm2 eval mmlu", args),
+            "config": str(self.out / "configs" / f"{arm}-s{seed}.yaml"),
+            "output": str(self.unit_dir(f"mmlu:{arm}:s{seed}") / DONE),
+            "categories": result["categories"],
+            "difficulty": result["difficulty"],
+            "average": result["average"],
+        }
+
+    def analyse(self) -> dict[str, Any]:
+        from lm2.analysis.cli import run_analysis
+        from lm2.data.babi.types import parse_tasks
+        from lm2.eval.loading import load_model_and_tokenizer
+        from lm2.eval.rows import length_label, load_rows
+
+        a = self.cfg.analysis
+        data = Path(self.paths["data"]) / a.split
+        groups = load_rows(
+            [str(data)],
+            tasks=parse_tasks(a.tasks) if a.tasks else None,
+            lengths=[length_label(n) for n in a.lengths.split(",")] if a.lengths else None,
+            samples=a.samples,
+        )
+        rows = [r for g in groups.values() for r in g]
+        model = self.model_dir(a.arm, 0)
+        lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
+        out = self.unit_dir("analysis")
+        result = run_analysis(lm, tokenizer, out, rows=rows)
+        args = {"model": model, "sample": data, "out": out, "tasks": a.tasks, "lengths": a.lengths,
+                "samples": a.samples}  # fmt: skip
+        return {
+            "command": _command("lm2 analyze memory", args),
+            "config": str(self.out / "configs" / f"{a.arm}-s0.yaml"),
+            "output": str(out),
+            "model": self.cfg.label(a.arm),
+            "prompts": len(rows),
+            "blocks": result["prompts"][0]["summary"]["blocks"],
+        }
+
+    # -- the whole study -------------------------------------------------------------------------------
+
+    def run(self, parts: tuple[str, ...]) -> dict[str, Any]:
+        units = self.plan(parts)
+        records = {}
+        for i, (unit, work) in enumerate(units, 1):
+            records[unit] = self.run_unit(unit, i, len(units), work)
+        return records
+
+    def dry_run(self, parts: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Build every arm's config and model (on the meta device: no memory, no weights); train nothing."""
+        import torch
+
+        from lm2.train.models import build_config, family_classes
+
+        vocab = int(self.cfg.tokenizer.get("vocab_size", 8192))
+        rows = []
+        for arm in self.cfg.arms_for(parts):
+            for seed in range(self.seeds):
+                data = self.cfg.training_config(arm, seed, self.paths)
+                cfg = check_training_config(data)
+                _, model_cls = family_classes(cfg.model.family)
+                config = build_config(cfg.model, vocab)
+                with torch.device("meta"):
+                    model = model_cls(config)
+                params = sum(p.numel() for p in model.parameters())
+                memory = sum(p.numel() for n, p in model.named_parameters() if ".memory." in n)
+                rows.append({"arm": arm, "seed": seed, "family": cfg.model.family, "parameters": params,
+                             "memory_parameters": memory, "steps": cfg.total_steps,
+                             "batch_size": cfg.train.batch_size})  # fmt: skip
+        units = [u for u, _ in self.plan(parts)]
+        print(f"dry run of scale {self.cfg.name}: {len(units)} units, {len(rows)} training runs")
+        for r in rows:
+            print(
+                f"  {r['arm']} s{r['seed']}: {r['family']}, {r['parameters']:,} parameters "
+                f"({r['memory_parameters']:,} memory), {r['steps']} steps x {r['batch_size']}"
+            )
+        return rows
+
+
+def _fill(kwargs: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:
+    from lm2.reproduce.config import fill
+
+    return fill(dict(kwargs), paths)
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    return None if isinstance(value, float) and value != value else value
+
+
+def _command(prefix: str, args: dict[str, Any]) -> str:
+    """The command line equivalent to a call (options that are None left out)."""
+    parts = [prefix]
+    for key, value in args.items():
+        if value is not None:
+            text = str(value)
+            parts.append(f"--{key.replace('_', '-')} {text if ' ' not in text and text else repr(text)}")
+    return " ".join(parts)
+
+
+def parse_parts(only: str | None) -> tuple[str, ...]:
+    if not only:
+        return PARTS
+    parts = tuple(p.strip() for p in only.split(",") if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ValueError(f"--only: unknown part {unknown[0]!r}; valid: {', '.join(PARTS)}")
+    return parts
+
+
+def reproduce(
+    out: Path,
+    scale: str = "laptop",
+    only: str | None = None,
+    seeds: int | None = None,
+    replot: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Run the paper's study at a scale: Table 1 and 2 analogs, Figures 3, 5, 6 and slot roles, with a report.
+
+    Trains every arm through the project's trainer, scores them with the lm2 eval functions, analyses the
+    memory, and writes OUT/report.md, OUT/report.html (figures embedded), OUT/results.json and
+    OUT/figures/*.png. Resumable: run it again with the same --out and finished parts are kept.
+
+    Args:
+        out: the study folder.
+        scale: smoke, laptop or gpu (configs/reproduce/<scale>.yaml), or a YAML file of the same form.
+        only: comma-separated parts: table1, table2, fig3, fig5, fig6, slots (default: all).
+        seeds: training seeds per arm (default: the scale's).
+        replot: redraw the figures and the report from OUT/results.json; compute nothing.
+        dry_run: build and check every arm's config and model (meta device, no weights); train nothing.
+    """
+    from lm2.reproduce.report import assemble, replot_report
+
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    out = Path(out)
+    if replot:
+        if not (out / "results.json").is_file():
+            raise FileNotFoundError(f"{out}/results.json not found: run the study before --replot")
+        replot_report(out)
+        print(f"redrew the figures and {out}/report.md, {out}/report.html from {out}/results.json")
+        return
+    path = scale_path(scale)
+    cfg = load_scale(path)
+    parts = parse_parts(only)
+    study = Study(cfg, out, path, seeds)
+    if dry_run:
+        study.dry_run(parts)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    study.run(parts)
+    command = "lm2 reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else None
+    assemble(study, parts, time.perf_counter() - start, command)
+    print(f"kept {len(study.kept)} finished units, ran {len(study.ran)}; report: {out}/report.md, {out}/report.html")
