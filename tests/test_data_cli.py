@@ -124,3 +124,16 @@ def test_missing_tokenizer_and_bad_babi_arguments(tmp_path, capsys):
     code, _, err = run(capsys, "data", "babi", "--tasks", "qa1", "--num-stories", -3, "--out", tmp_path / "o")
     assert code == 2 and "--num-stories must be between 1" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_word_tokenizer_command(tmp_path, capsys):
+    out = tmp_path / "word"
+    code, stdout, err = run(capsys, "data", "tokenizer", "--kind", "word", "--out", out, "--tasks", "qa1",
+                            "--num-stories", 50)  # fmt: skip
+    assert code == 0, err
+    tok = load_tokenizer(out)
+    assert "word-level vocabulary" in stdout and f"a {len(tok)}-token" in stdout and len(tok) < 400
+    text = "<context>\nMary went to the kitchen.\n</context>\nQuestion: Where is Mary?\nAnswer: kitchen"
+    assert tok.unk_token_id not in tok(text)["input_ids"]
+    code, _, err = run(capsys, "data", "tokenizer", "--kind", "word", "--out", out, "--min-frequency", 0)
+    assert code == 2 and "--min-frequency must be at least 1" in err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 from tqdm.auto import tqdm
 
@@ -15,7 +16,13 @@ from lm2.data.babi.types import Sample, parse_tasks
 from lm2.data.babilong import PROMPT_RESERVE, build_babilong, input_budget, parse_lengths
 from lm2.data.background import SYNTHETIC, Background, load_background
 from lm2.data.prompts import answer_text, format_plain
-from lm2.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from lm2.data.tokenizer import (
+    TOKENIZER_KINDS,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+    train_word_tokenizer,
+)
 
 
 def _generator(name: str) -> Callable[[str, int, int], list]:
@@ -139,22 +146,32 @@ def tokenizer_command(
     num_stories: int = 1000,
     babi: Path | None = None,
     seed: int = 0,
+    kind: Literal["bpe", "word"] = "bpe",
+    min_frequency: int | None = None,
 ) -> None:
-    """Train a byte-level BPE tokenizer on bAbI stories plus background text; save it as a HF folder.
+    """Train a tokenizer (byte-level BPE or word-level) on bAbI stories plus background text; save it as a HF folder.
 
     The folder loads with transformers.AutoTokenizer.from_pretrained(OUT) and is saved with models.
-    Special tokens: <|endoftext|> (eos/bos) and <|pad|>.
+    Special tokens: <|endoftext|> (eos/bos) and <|pad|>; the word-level kind adds <|unk|> for words it
+    has not seen.
 
     Args:
         out: output folder.
-        vocab_size: vocabulary size, special tokens and the 256 byte symbols included.
+        vocab_size: largest vocabulary size, special tokens (and for bpe the 256 byte symbols) included.
         background: 'synthetic', 'pg19', 'pg19:FOLDER', or text files/folders (comma-separated).
         tasks: bAbI tasks whose stories to train on: 'qa1,qa2', 'qa1-qa10' or 'all'.
         num_stories: generated stories per task (ignored with --babi).
         babi: take stories from the bAbI files in this folder instead of the generator.
         seed: random seed for the generator and the synthetic background.
+        kind: 'bpe' (byte-level BPE: any text round-trips) or 'word' (one token per word or punctuation
+            mark, case kept; unseen words become <|unk|>: for bAbI-scale models).
+        min_frequency: keep only tokens seen at least this often (default: 2 for bpe, 1 for word).
     """
     names = parse_tasks(tasks)
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(f"--kind must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
+    if min_frequency is not None and min_frequency < 1:
+        raise ValueError(f"--min-frequency must be at least 1, got {min_frequency}")
     _check_count("num-stories", num_stories)
     if babi is not None:
         stories = [s for t in names for s in read_stories(find_task_file(babi, t, "train"), t)]
@@ -166,11 +183,15 @@ def tokenizer_command(
             for s in generate_stories(t, num_stories, seed)
         ]
     bg: Background = load_background(background, seed=seed, min_sentences=20_000)
-    tok = train_tokenizer(
-        sample_texts(s for story in stories for s in story.samples()) + bg.sentences, vocab_size=vocab_size
-    )
+    texts = sample_texts(s for story in stories for s in story.samples()) + bg.sentences
+    if kind == "word":
+        tok = train_word_tokenizer(texts, vocab_size=vocab_size, min_frequency=min_frequency or 1)
+    else:
+        tok = train_tokenizer(texts, vocab_size=vocab_size, min_frequency=min_frequency or 2)
     save_tokenizer(tok, out)
     note = ""
-    if len(tok) < vocab_size:  # BPE stops when every word of the training text is a single token
-        note = f"; {vocab_size} were asked for, but the training text has no more merges to learn"
-    print(f"wrote a {len(tok)}-token byte-level BPE (background: {bg.name}) to {out}{note}")
+    if len(tok) < vocab_size:  # the training text has fewer distinct words (word) or merges (bpe)
+        more = "distinct words" if kind == "word" else "merges to learn"
+        note = f"; up to {vocab_size} were allowed, but the training text has no more {more}"
+    what = "word-level vocabulary" if kind == "word" else "byte-level BPE"
+    print(f"wrote a {len(tok)}-token {what} (background: {bg.name}) to {out}{note}")
