@@ -95,9 +95,10 @@ def test_word_tokenizer_one_token_per_word_and_mark(tmp_path):
                                               "Mary", "?"]  # fmt: skip
     assert tok.decode(ids) == "Mary moved to the bathroom. Where is Mary?"
     # an answer after the prompt is one token, whatever the space before it
-    assert tok(" bathroom", add_special_tokens=False)["input_ids"] == tok("bathroom", add_special_tokens=False)[
-        "input_ids"
-    ]
+    assert (
+        tok(" bathroom", add_special_tokens=False)["input_ids"]
+        == tok("bathroom", add_special_tokens=False)["input_ids"]
+    )
     unseen = tok("Zebedee moved", add_special_tokens=False)["input_ids"]
     assert unseen[0] == tok.unk_token_id and tok.unk_token == UNK_TOKEN and unseen[1] != tok.unk_token_id
     assert len({tok.eos_token_id, tok.pad_token_id, tok.unk_token_id}) == 3 and tok.eos_token == EOS_TOKEN
@@ -107,7 +108,9 @@ def test_word_tokenizer_size_and_frequency_limits():
     texts = ["a a a a b b b c c d"]
     assert len(train_word_tokenizer(texts)) == 3 + 4
     capped = train_word_tokenizer(texts, vocab_size=5)  # the two most frequent words survive
-    assert len(capped) == 5 and capped("a b c", add_special_tokens=False)["input_ids"][2] == capped.unk_token_id
+    assert (
+        len(capped) == 5 and capped("a b c", add_special_tokens=False)["input_ids"][2] == capped.unk_token_id
+    )
     frequent = train_word_tokenizer(texts, min_frequency=3)
     assert set(frequent.get_vocab()) == {EOS_TOKEN, PAD_TOKEN, UNK_TOKEN, "a", "b"}
     with pytest.raises(ValueError, match="vocab_size must be at least 4"):
