@@ -13,7 +13,13 @@ from tqdm.auto import tqdm
 
 from lm2.data.babi.format import find_task_file, read_stories, write_stories
 from lm2.data.babi.types import Sample, parse_tasks
-from lm2.data.babilong import PROMPT_RESERVE, build_babilong, input_budget, parse_lengths
+from lm2.data.babilong import (
+    PROMPT_RESERVE,
+    build_babilong,
+    check_placement,
+    input_budget,
+    parse_lengths,
+)
 from lm2.data.background import SYNTHETIC, Background, load_background
 from lm2.data.prompts import answer_text, format_plain
 from lm2.data.tokenizer import (
@@ -86,13 +92,15 @@ def babilong_command(
     split: str = "train",
     prompt_reserve: int = PROMPT_RESERVE,
     min_sentence_tokens: int = 10,
+    fact_placement: Literal["scattered", "first"] = "scattered",
+    fact_distance: int = 0,
 ) -> None:
     """Build BABILong sets: bAbI facts hidden in background text, at each length in tokens.
 
     Writes OUT/<length>/<task>.jsonl (one row per sample: input, question, target, task, length,
-    fact_positions, background, ...) and OUT/manifest.json. Lengths count tokens of --tokenizer:
-    1k = 1000 tokens, of which --prompt-reserve are left for the prompt, as the BABILong authors do;
-    0k = the facts alone.
+    fact_positions, background, ...) and OUT/manifest.json. Lengths count tokens of --tokenizer in the
+    input (facts + background): 1k = an input of 1000 tokens; 0k = the facts alone. --prompt-reserve 300
+    gives the BABILong authors' convention (1k = the whole prompt, 700 of it input).
 
     Args:
         tokenizer: a Hugging Face tokenizer folder (train one with `lm2 data tokenizer`).
@@ -105,10 +113,15 @@ def babilong_command(
         seed: random seed; the same seed gives the same files.
         babi: take facts from the bAbI files in this folder instead of the generator.
         split: which bAbI file split to read with --babi (train, test, valid).
-        prompt_reserve: tokens of each length left for the prompt around the input.
+        prompt_reserve: tokens of each length left for the prompt around the input (the authors: 300).
         min_sentence_tokens: skip background sentences shorter than this.
+        fact_placement: 'scattered' (facts in random gaps of the background, in order) or 'first' (all
+            facts before the background: they lie the whole background away from the question).
+        fact_distance: every fact up to the last supporting one lies at least this many tokens of the input
+            before the question (0 = anywhere); samples whose facts leave no room are skipped.
     """
     names = parse_tasks(tasks)
+    check_placement(fact_placement, fact_distance)
     token_lengths = parse_lengths(lengths)
     _check_count("samples", samples, 1_000_000)
     budgets = [input_budget(x, prompt_reserve) or 0 for x in token_lengths]
@@ -124,8 +137,9 @@ def babilong_command(
         pools = {t: generate_samples(t, pool, seed) for t in tqdm(names, desc="generating", unit="task")}
         facts_source = f"generator(seed={seed})"
     written = build_babilong(
-        pools, token_lengths, samples, bg, tok, seed, out, prompt_reserve, min_sentence_tokens, facts_source
-    )
+        pools, token_lengths, samples, bg, tok, seed, out, prompt_reserve, min_sentence_tokens, facts_source,
+        placement=fact_placement, min_fact_distance=fact_distance,
+    )  # fmt: skip
     print(f"wrote {len(written)} files ({len(names)} tasks x {len(token_lengths)} lengths) to {out}")
 
 
