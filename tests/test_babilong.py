@@ -104,9 +104,10 @@ def test_length_names_and_lists():
     assert parse_lengths("1k, 2k,1k") == [1000, 2000]
     with pytest.raises(ValueError, match="no lengths"):
         parse_lengths(" , ")
-    assert input_budget(0) is None and input_budget(1000) == 700 and input_budget(1000, 0) == 1000
+    # a length is the input's tokens; the authors' convention keeps 300 of them for the prompt
+    assert input_budget(0) is None and input_budget(1000) == 1000 and input_budget(1000, 300) == 700
     with pytest.raises(ValueError, match="no room for the input after the 300-token prompt reserve"):
-        input_budget(250)
+        input_budget(250, 300)
 
 
 @pytest.mark.parametrize("length", [0, 1000, 2000, 8000, 32_000])
@@ -121,8 +122,8 @@ def test_facts_all_present_in_order_and_length_on_target(tok, counter, books, qa
         else:
             # Counts are summed per sentence; only the first sentence (no space before it) and the cut
             # last one can differ from a tokenisation of the whole input, by a token or so.
-            assert abs(row["input_tokens"] - (length - 300)) <= 2
-            assert abs(actual - (length - 300)) <= 3, (actual, length)
+            assert abs(row["input_tokens"] - length) <= 2
+            assert abs(actual - length) <= 3, (actual, length)
         assert row["question"] == qa2_samples[i].question and row["question"] not in row["input"]
         assert row["target"] == qa2_samples[i].answer and row["task"] == "qa2" and row["length"] == length
         assert row["background"].startswith("files:")
@@ -150,7 +151,7 @@ def test_background_wraps_around_its_end(counter):
     ]
     bg = prepare_background(Background("tiny", sentences), counter)
     sample = Sample("qa1", ["Mary went to the kitchen."], "Where is Mary?", "kitchen", (0,))
-    rows = [build_row(sample, 300 + bg.total_tokens - 20, bg, counter, seed=s, sample_id=0) for s in range(5)]
+    rows = [build_row(sample, bg.total_tokens - 20, bg, counter, seed=s, sample_id=0) for s in range(5)]
     for row in rows:
         check_facts_in_order(row)
         assert abs(row["input_tokens"] - (bg.total_tokens - 20)) <= 2
@@ -178,17 +179,17 @@ def test_facts_over_budget(counter, books):
         (0,),
     )
     with pytest.raises(FactsTooLong, match="over the 200-token input budget"):
-        build_row(sample, 500, books, counter, seed=0, sample_id=0)
+        build_row(sample, 500, books, counter, seed=0, sample_id=0, prompt_reserve=300)
     with pytest.raises(
         ValueError, match=r"only 0 of 1 samples have facts that fit the 200-token input budget of length 500"
     ):
-        plan_samples([sample], [500], 1, counter, seed=0)
+        plan_samples([sample], [500], 1, counter, seed=0, prompt_reserve=300)
 
 
 def test_plan_uses_the_same_samples_where_they_fit(counter, qa2_samples):
     plan, fact_tokens = plan_samples(qa2_samples[:300], [0, 1000, 4000], 30, counter, seed=0)
     assert plan[0] == plan[4000]  # nothing is too long for 4k
-    assert all(int(fact_tokens[i].sum()) <= 700 for i in plan[1000])
+    assert all(int(fact_tokens[i].sum()) <= 1000 for i in plan[1000])
     other, _ = plan_samples(qa2_samples[:300], [0], 30, counter, seed=1)
     assert other[0] != plan[0]
 
@@ -238,7 +239,7 @@ def test_generated_facts(tok, counter, books):
     for i, s in enumerate(samples):
         row = build_row(s, 1000, books, counter, seed=0, sample_id=i)
         check_facts_in_order(row)
-        assert abs(row["input_tokens"] - 700) <= 2
+        assert abs(row["input_tokens"] - 1000) <= 2
 
 
 def test_gaps_spread_over_the_whole_input(counter, books, qa2_samples):
@@ -273,4 +274,50 @@ def test_lengths_hold_for_sentencepiece_style_tokenizers(tok, counter, qa2_sampl
         row = build_row(qa2_samples[i], 8000, bg, sp_counter, seed=0, sample_id=i)
         check_facts_in_order(row)
         actual = len(sp(row["input"], add_special_tokens=False)["input_ids"])
-        assert abs(actual - 7700) <= 3, actual
+        assert abs(actual - 8000) <= 3, actual
+
+
+def test_min_fact_distance_keeps_supporting_facts_far_from_the_question(tok, counter, books, qa2_samples):
+    for i in range(30):
+        sample = qa2_samples[i]
+        row = build_row(sample, 4000, books, counter, seed=0, sample_id=i, min_fact_distance=2500)
+        check_facts_in_order(row)
+        assert row["min_fact_distance"] == 2500 and row["fact_placement"] == "scattered"
+        last_supporting = max(sample.supporting)
+        for f, pos in enumerate(row["fact_positions"]):
+            # the recorded distance is what a real tokenisation of the rest of the input says
+            assert abs(true_tokens(tok, row["input"][pos["char_end"] :]) - pos["distance"]) <= 3
+            if f <= last_supporting:
+                assert pos["distance"] >= 2500
+    # without the constraint, facts land anywhere, also close to the question
+    near = [
+        min(p["distance"] for p in build_row(qa2_samples[i], 4000, books, counter, 0, i)["fact_positions"])
+        for i in range(30)
+    ]
+    assert min(near) < 2500
+
+
+def test_facts_first_placement(counter, books, qa2_samples):
+    row = build_row(qa2_samples[4], 4000, books, counter, seed=0, sample_id=4, placement="first")
+    check_facts_in_order(row)
+    facts_text = " ".join(qa2_samples[4].facts)
+    assert row["input"].startswith(facts_text + " ")
+    assert [p["sentence"] for p in row["fact_positions"]] == list(range(len(qa2_samples[4].facts)))
+    last = row["fact_positions"][-1]
+    assert (
+        last["distance"]
+        == row["input_tokens"] - last["token_start"] - counter.count([qa2_samples[4].facts[-1]])[0]
+    )
+
+
+def test_fact_distance_errors(counter, books, qa2_samples):
+    with pytest.raises(ValueError, match="length 0k holds no background"):
+        build_row(qa2_samples[0], 0, books, counter, seed=0, sample_id=0, min_fact_distance=10)
+    with pytest.raises(FactsTooLong, match=r"\+ 990 tokens of distance, over the 1000-token input budget"):
+        build_row(qa2_samples[0], 1000, books, counter, seed=0, sample_id=0, min_fact_distance=990)
+    with pytest.raises(ValueError, match="fact placement must be one of scattered, first"):
+        build_row(qa2_samples[0], 1000, books, counter, seed=0, sample_id=0, placement="last")
+    with pytest.raises(ValueError, match="minimum fact distance must be a whole number"):
+        build_row(qa2_samples[0], 1000, books, counter, seed=0, sample_id=0, min_fact_distance=-1)
+    plan, fact_tokens = plan_samples(qa2_samples[:300], [1000], 20, counter, seed=0, min_fact_distance=800)
+    assert all(int(fact_tokens[i].sum()) <= 200 for i in plan[1000])

@@ -96,7 +96,7 @@ def bad_inputs(tmp_path):
         (["--tasks", "qa1,qa99"], "unknown bAbI task 'qa99'"),
         (["--lengths", "1k,-2k"], "bad length '-2k'"),
         (["--lengths", "1k,999999k"], "over the limit"),
-        (["--lengths", "200"], "no room for the input"),
+        (["--lengths", "200", "--prompt-reserve", "300"], "no room for the input"),
         (["--samples", 0], "--samples must be between 1"),
         (["--background", short], "too short for length 1k: it has \\d+ tokens in 1 sentences"),
         (["--background", empty], "empty.txt: background file is empty"),
@@ -124,3 +124,36 @@ def test_missing_tokenizer_and_bad_babi_arguments(tmp_path, capsys):
     code, _, err = run(capsys, "data", "babi", "--tasks", "qa1", "--num-stories", -3, "--out", tmp_path / "o")
     assert code == 2 and "--num-stories must be between 1" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_word_tokenizer_command(tmp_path, capsys):
+    out = tmp_path / "word"
+    code, stdout, err = run(capsys, "data", "tokenizer", "--kind", "word", "--out", out, "--tasks", "qa1",
+                            "--num-stories", 50)  # fmt: skip
+    assert code == 0, err
+    tok = load_tokenizer(out)
+    assert "word-level vocabulary" in stdout and f"a {len(tok)}-token" in stdout and len(tok) < 400
+    text = "<context>\nMary went to the kitchen.\n</context>\nQuestion: Where is Mary?\nAnswer: kitchen"
+    assert tok.unk_token_id not in tok(text)["input_ids"]
+    code, _, err = run(capsys, "data", "tokenizer", "--kind", "word", "--out", out, "--min-frequency", 0)
+    assert code == 2 and "--min-frequency must be at least 1" in err
+
+
+def test_babilong_fact_placement_options(tmp_path, capsys, tok_dir):
+    out = tmp_path / "far"
+    code, _, err = run(capsys, "data", "babilong", "--tasks", "qa1", "--lengths", "1k", "--samples", 3,
+                       "--tokenizer", tok_dir, "--fact-distance", 600, "--out", out)  # fmt: skip
+    assert code == 0, err
+    rows = list(read_jsonl(out / "1k" / "qa1.jsonl"))
+    assert all(p["distance"] >= 600 for r in rows for p in r["fact_positions"][: max(r["supporting"]) + 1])
+    assert all(abs(r["input_tokens"] - 1000) <= 2 for r in rows)  # 1k = an input of 1000 tokens
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["min_fact_distance"] == 600 and manifest["fact_placement"] == "scattered"
+    code, _, err = run(capsys, "data", "babilong", "--tasks", "qa1", "--lengths", "0k,1k", "--samples", 3,
+                       "--tokenizer", tok_dir, "--fact-distance", 600, "--out", tmp_path / "bad")  # fmt: skip
+    assert code == 2 and "length 0k holds no background" in err and not (tmp_path / "bad").exists()
+    code, _, err = run(capsys, "data", "babilong", "--tasks", "qa1", "--lengths", "1k", "--samples", 3,
+                       "--tokenizer", tok_dir, "--fact-placement", "first", "--out", tmp_path / "first")  # fmt: skip
+    assert code == 0, err
+    row = next(read_jsonl(tmp_path / "first" / "1k" / "qa1.jsonl"))
+    assert row["input"].startswith(" ".join(row["facts"]))

@@ -4,7 +4,15 @@ import pytest
 from transformers import AutoTokenizer
 
 from lm2.data.background import synthetic_background
-from lm2.data.tokenizer import EOS_TOKEN, PAD_TOKEN, load_tokenizer, save_tokenizer, train_tokenizer
+from lm2.data.tokenizer import (
+    EOS_TOKEN,
+    PAD_TOKEN,
+    UNK_TOKEN,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+    train_word_tokenizer,
+)
 
 BABI_LINES = [
     "Mary moved to the bathroom.",
@@ -75,3 +83,37 @@ def test_save_replaces_an_existing_folder_in_place(tmp_path):
     train_small(first, vocab_size=500)
     assert len(load_tokenizer(first)) == 500
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no staging folder left behind
+
+
+def test_word_tokenizer_one_token_per_word_and_mark(tmp_path):
+    texts = BABI_LINES * 3 + synthetic_background(500, seed=0).sentences
+    folder = save_tokenizer(train_word_tokenizer(texts), tmp_path / "word")
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    assert load_tokenizer(folder)("Where is Mary?")["input_ids"] == tok("Where is Mary?")["input_ids"]
+    ids = tok("Mary moved to the bathroom. Where is Mary?", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["Mary", "moved", "to", "the", "bathroom", ".", "Where", "is",
+                                              "Mary", "?"]  # fmt: skip
+    assert tok.decode(ids) == "Mary moved to the bathroom. Where is Mary?"
+    # an answer after the prompt is one token, whatever the space before it
+    assert (
+        tok(" bathroom", add_special_tokens=False)["input_ids"]
+        == tok("bathroom", add_special_tokens=False)["input_ids"]
+    )
+    unseen = tok("Zebedee moved", add_special_tokens=False)["input_ids"]
+    assert unseen[0] == tok.unk_token_id and tok.unk_token == UNK_TOKEN and unseen[1] != tok.unk_token_id
+    assert len({tok.eos_token_id, tok.pad_token_id, tok.unk_token_id}) == 3 and tok.eos_token == EOS_TOKEN
+
+
+def test_word_tokenizer_size_and_frequency_limits():
+    texts = ["a a a a b b b c c d"]
+    assert len(train_word_tokenizer(texts)) == 3 + 4
+    capped = train_word_tokenizer(texts, vocab_size=5)  # the two most frequent words survive
+    assert (
+        len(capped) == 5 and capped("a b c", add_special_tokens=False)["input_ids"][2] == capped.unk_token_id
+    )
+    frequent = train_word_tokenizer(texts, min_frequency=3)
+    assert set(frequent.get_vocab()) == {EOS_TOKEN, PAD_TOKEN, UNK_TOKEN, "a", "b"}
+    with pytest.raises(ValueError, match="vocab_size must be at least 4"):
+        train_word_tokenizer(texts, vocab_size=3)
+    with pytest.raises(ValueError, match="no training text"):
+        train_word_tokenizer([])

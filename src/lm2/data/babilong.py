@@ -3,15 +3,17 @@
 How a row is made (following the authors' ``babilong_utils.NoiseInjectionDataset`` and
 ``data/create_tasks.py``, but deterministic by seed):
 
-1. The *length* names a total prompt size in tokens of the chosen tokenizer. As in the authors'
-   script, ``"1k"`` means 1,000 tokens (``"2k"`` 2,000 ... ``"128k"`` 128,000; ``"1m"`` a million; a
-   bare integer is a token count), and the input's budget leaves room for the prompt around it:
-   ``budget = length - prompt_reserve`` (300 tokens by default, as theirs). ``0k`` means facts only.
+1. The *length* is the input's size in tokens of the chosen tokenizer: ``"1k"`` means 1,000 tokens of
+   facts and background (``"2k"`` 2,000 ... ``"128k"`` 128,000; ``"1m"`` a million; a bare integer is a
+   token count), as in the authors' script. Their script counts the whole prompt and leaves 300 tokens of
+   it for instruction and question; ``prompt_reserve=300`` does the same (``budget = length -
+   prompt_reserve``; the default reserve is 0). ``0k`` means facts only.
 2. The budget minus the facts' tokens is filled with consecutive background sentences from a seeded
    random start (wrapping around the end of the background). The last sentence is cut at a token
    boundary so the input lands on the budget, as the authors do.
 3. Each fact goes into a seeded random gap between background sentences (gaps drawn with replacement,
-   then sorted, so facts keep their order and several may share a gap).
+   then sorted, so facts keep their order and several may share a gap); optionally only into gaps at
+   least ``min_fact_distance`` tokens before the question, or all facts first (``placement="first"``).
 4. The question and the answer stay separate: ``input`` holds only facts and background.
 
 Token counts come from tokenising every background sentence once (with the space that precedes it in
@@ -38,7 +40,11 @@ from lm2.data.babi.types import Sample, check_task
 from lm2.data.background import Background
 from lm2.utils.io import atomic_write, iter_jsonl
 
-PROMPT_RESERVE = 300  # tokens the authors leave for instruction, examples, question (create_tasks.py)
+# A length is the input's size in tokens by default; the BABILong authors' create_tasks.py instead counts the
+# whole prompt and leaves 300 tokens of it for instruction, examples and question (``prompt_reserve=300``).
+PROMPT_RESERVE = 0
+AUTHORS_PROMPT_RESERVE = 300
+FACT_PLACEMENTS = ("scattered", "first")
 MAX_LENGTH = 10_000_000  # BABILong goes to 10M tokens; beyond that is surely a typo
 STANDARD_LENGTHS = ["0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k"]
 MIN_SENTENCE_TOKENS = 10  # the authors' SentenceSampler skips shorter background sentences
@@ -201,60 +207,66 @@ def _take_background(bg: PreparedBackground, start: int, need: int) -> list[int]
     return list(range(start, n)) + list(range(0, end))
 
 
-def build_row(
-    sample: Sample,
-    length: int,
-    background: PreparedBackground,
-    counter: TokenCounter,
-    seed: int,
-    sample_id: int,
-    prompt_reserve: int = PROMPT_RESERVE,
-    fact_tokens: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """One BABILong row: ``sample``'s facts hidden in ``background`` up to ``length`` tokens.
+def check_placement(placement: str, min_fact_distance: int) -> None:
+    """Raise ``ValueError`` naming the valid values for a bad fact placement or distance."""
+    if placement not in FACT_PLACEMENTS:
+        raise ValueError(f"fact placement must be one of {', '.join(FACT_PLACEMENTS)}, got {placement!r}")
+    if isinstance(min_fact_distance, bool) or not isinstance(min_fact_distance, int) or min_fact_distance < 0:
+        raise ValueError(
+            f"the minimum fact distance must be a whole number of tokens >= 0, got {min_fact_distance!r}"
+        )
 
-    Raises :class:`FactsTooLong` when the facts alone exceed the input budget, and ``ValueError`` when
-    the background holds fewer tokens than the row needs.
+
+def choose_gaps(
+    bg_counts: Sequence[int],
+    num_facts: int,
+    supporting: Sequence[int],
+    rng: np.random.Generator,
+    placement: str = "scattered",
+    min_fact_distance: int = 0,
+) -> list[int]:
+    """The gap of each fact among background sentences (gap g = before sentence g; len(bg_counts) = the end).
+
+    ``scattered``: seeded random gaps, drawn with replacement and sorted (facts keep their order, several
+    may share a gap), as the authors do; with ``min_fact_distance`` D, every fact up to the last supporting
+    one goes into a gap followed by at least D background tokens (later facts anywhere after it).
+    ``first``: every fact before the background (D then only needs the background to hold D tokens).
+    Raises ``ValueError`` when the background holds fewer than D tokens.
     """
-    task = check_task(sample.task)
-    facts = list(sample.facts)
-    if fact_tokens is None:
-        fact_tokens = counter.count(facts)
-    budget = input_budget(length, prompt_reserve)
-    facts_total = int(fact_tokens.sum())
-    rng = _row_rng(seed, task, length, sample_id)
+    n = len(bg_counts)
+    after = np.concatenate([np.cumsum(np.asarray(bg_counts, dtype=np.int64)[::-1])[::-1], [0]])  # (n + 1,)
+    if min_fact_distance > after[0]:
+        raise ValueError(
+            f"the facts must lie at least {min_fact_distance} tokens before the question, but the background "
+            f"holds only {int(after[0])} tokens"
+        )
+    if placement == "first":
+        return [0] * num_facts
+    # (after >= D) is true for gaps 0..last_ok: every later gap is followed by fewer tokens
+    last_ok = int(np.flatnonzero(after >= min_fact_distance)[-1])
+    if not min_fact_distance:
+        return np.sort(rng.integers(0, n + 1, size=num_facts)).tolist()
+    bound = max(supporting) + 1 if supporting else num_facts  # facts that must keep the distance
+    head = np.sort(rng.integers(0, last_ok + 1, size=bound)).tolist()
+    low = head[-1] if head else 0
+    tail = np.sort(rng.integers(low, n + 1, size=num_facts - bound)).tolist()
+    return head + tail
 
-    bg_pieces: list[str] = []
-    bg_counts: list[int] = []
-    bg_start = None
-    if budget is not None:
-        need = budget - facts_total
-        if need < 0:
-            raise FactsTooLong(
-                f"{task} sample {sample_id}: its {len(facts)} facts take {facts_total} tokens, over the "
-                f"{budget}-token input budget of length {length} ({length} - {prompt_reserve} prompt reserve)"
-            )
-        if need > background.total_tokens:
-            raise ValueError(
-                f"background {background.name!r} is too short: it has {background.total_tokens:,} tokens "
-                f"in {len(background.sentences):,} usable sentences, but length {length_name(length)} needs "
-                f"{need:,} tokens of background"
-            )
-        bg_start = int(rng.integers(len(background.sentences)))
-        idx = _take_background(background, bg_start, need)
-        bg_pieces = [background.sentences[i] for i in idx]
-        bg_counts = background.tokens[idx].tolist()
-        overflow = sum(bg_counts) - need
-        if overflow > 0:  # cut the last sentence at a token boundary so the input lands on the budget
-            keep = bg_counts[-1] - overflow
-            bg_pieces[-1] = counter.truncate(bg_pieces[-1], keep)
-            bg_counts[-1] = keep
-            if not bg_pieces[-1]:  # the kept tokens were only whitespace
-                bg_pieces.pop()
-                bg_counts.pop()
 
-    # Facts go into gaps 0..len(bg) (gap g = before background sentence g), drawn with replacement.
-    gaps = np.sort(rng.integers(0, len(bg_pieces) + 1, size=len(facts))).tolist()
+def assemble_input(
+    facts: Sequence[str],
+    fact_tokens: Sequence[int],
+    bg_pieces: Sequence[str],
+    bg_counts: Sequence[int],
+    gaps: Sequence[int],
+    counter: TokenCounter,
+) -> tuple[str, int, list[dict[str, int]]]:
+    """Join facts and background sentences (fact f before background sentence ``gaps[f]``) with spaces.
+
+    Returns the input text, its tokens, and per fact its ``sentence`` index among the input's sentences,
+    ``char_start``/``char_end``, ``token_start`` (tokens before it) and ``distance`` (tokens after it, up
+    to the end of the input: how far before the question it lies).
+    """
     pieces: list[str] = []
     counts: list[int] = []
     fact_piece: list[int] = []
@@ -267,22 +279,107 @@ def build_row(
             f += 1
         if g < len(bg_pieces):
             pieces.append(bg_pieces[g])
-            counts.append(bg_counts[g])
-
+            counts.append(int(bg_counts[g]))
     text = " ".join(pieces)
     if pieces:  # the first piece has no space before it
         counts[0] = int(counter.count(pieces[:1], in_context=False)[0])
     char_starts = np.concatenate([[0], np.cumsum([len(p) + 1 for p in pieces])])
     token_starts = np.concatenate([[0], np.cumsum(counts)])
+    total = int(token_starts[-1])
     positions = [
         {
             "sentence": p,  # index among the input's sentences (facts and background)
             "char_start": int(char_starts[p]),
             "char_end": int(char_starts[p]) + len(pieces[p]),
             "token_start": int(token_starts[p]),
+            "distance": total - int(token_starts[p + 1]),
         }
         for p in fact_piece
     ]
+    return text, total, positions
+
+
+def take_background(
+    background: PreparedBackground, counter: TokenCounter, rng: np.random.Generator, need: int
+) -> tuple[list[str], list[int], int]:
+    """Consecutive background sentences from a seeded random start holding exactly ``need`` tokens.
+
+    The last sentence is cut at a token boundary so the total lands on ``need``, as the authors do.
+    Returns the sentences, their token counts and the start index.
+    """
+    if need > background.total_tokens:
+        raise ValueError(
+            f"background {background.name!r} is too short: it has {background.total_tokens:,} tokens "
+            f"in {len(background.sentences):,} usable sentences, but {need:,} tokens of background are needed"
+        )
+    start = int(rng.integers(len(background.sentences)))
+    idx = _take_background(background, start, need)
+    pieces = [background.sentences[i] for i in idx]
+    counts = background.tokens[idx].tolist()
+    overflow = sum(counts) - need
+    if overflow > 0:
+        keep = counts[-1] - overflow
+        pieces[-1] = counter.truncate(pieces[-1], keep)
+        counts[-1] = keep
+        if not pieces[-1]:  # the kept tokens were only whitespace
+            pieces.pop()
+            counts.pop()
+    return pieces, counts, start
+
+
+def build_row(
+    sample: Sample,
+    length: int,
+    background: PreparedBackground,
+    counter: TokenCounter,
+    seed: int,
+    sample_id: int,
+    prompt_reserve: int = PROMPT_RESERVE,
+    fact_tokens: np.ndarray | None = None,
+    placement: str = "scattered",
+    min_fact_distance: int = 0,
+) -> dict[str, Any]:
+    """One BABILong row: ``sample``'s facts hidden in ``background`` up to ``length`` tokens.
+
+    ``placement`` and ``min_fact_distance``: see :func:`choose_gaps`. Raises :class:`FactsTooLong` when
+    the facts alone (plus ``min_fact_distance`` tokens of background) exceed the input budget, and
+    ``ValueError`` when the background holds fewer tokens than the row needs.
+    """
+    task = check_task(sample.task)
+    check_placement(placement, min_fact_distance)
+    facts = list(sample.facts)
+    if fact_tokens is None:
+        fact_tokens = counter.count(facts)
+    budget = input_budget(length, prompt_reserve)
+    facts_total = int(fact_tokens.sum())
+    rng = _row_rng(seed, task, length, sample_id)
+
+    bg_pieces: list[str] = []
+    bg_counts: list[int] = []
+    bg_start = None
+    if budget is None and min_fact_distance:
+        raise ValueError(
+            f"length 0k holds no background to keep facts {min_fact_distance} tokens before the question"
+        )
+    if budget is not None:
+        need = budget - facts_total
+        if need < min_fact_distance:
+            extra = f" + {min_fact_distance} tokens of distance" if min_fact_distance else ""
+            reserve = f" ({length} - {prompt_reserve} prompt reserve)" if prompt_reserve else ""
+            raise FactsTooLong(
+                f"{task} sample {sample_id}: its {len(facts)} facts take {facts_total} tokens{extra}, over the "
+                f"{budget}-token input budget of length {length}{reserve}"
+            )
+        if need > background.total_tokens:
+            raise ValueError(
+                f"background {background.name!r} is too short: it has {background.total_tokens:,} tokens "
+                f"in {len(background.sentences):,} usable sentences, but length {length_name(length)} needs "
+                f"{need:,} tokens of background"
+            )
+        bg_pieces, bg_counts, bg_start = take_background(background, counter, rng, need)
+
+    gaps = choose_gaps(bg_counts, len(facts), sample.supporting, rng, placement, min_fact_distance)
+    text, total, positions = assemble_input(facts, fact_tokens, bg_pieces, bg_counts, gaps, counter)
     return {
         "input": text,
         "question": sample.question,
@@ -290,11 +387,13 @@ def build_row(
         "task": task,
         "length": length,
         "length_name": length_name(length),
-        "input_tokens": int(token_starts[-1]),
+        "input_tokens": total,
         "prompt_reserve": prompt_reserve if budget is not None else 0,
         "facts": facts,
         "supporting": list(sample.supporting),
         "fact_positions": positions,
+        "fact_placement": placement,
+        "min_fact_distance": min_fact_distance,
         "background": background.name,
         "background_start": bg_start,
         "background_sentences": len(bg_pieces),
@@ -311,10 +410,12 @@ def plan_samples(
     counter: TokenCounter,
     seed: int,
     prompt_reserve: int = PROMPT_RESERVE,
+    min_fact_distance: int = 0,
 ) -> tuple[dict[int, list[int]], list[np.ndarray]]:
     """Choose ``num_samples`` sample ids per length: a seeded shuffle of the pool, skipping samples whose
-    facts alone overflow a length's budget (so most lengths share the same samples, as in the authors'
-    sets). Returns the choice and every sample's per-fact token counts.
+    facts alone (plus ``min_fact_distance`` tokens of background) overflow a length's budget (so most
+    lengths share the same samples, as in the authors' sets). Returns the choice and every sample's
+    per-fact token counts.
     """
     if num_samples < 1:
         raise ValueError(f"the number of samples must be at least 1, got {num_samples}")
@@ -329,12 +430,19 @@ def plan_samples(
     plan: dict[int, list[int]] = {}
     for length in lengths:
         budget = input_budget(length, prompt_reserve)
-        chosen = [i for i in order if budget is None or totals[i] <= budget][:num_samples]
+        if budget is None and min_fact_distance:
+            raise ValueError(
+                f"length 0k holds no background to keep facts {min_fact_distance} tokens before the question; "
+                "leave 0k out or use no fact distance"
+            )
+        room = None if budget is None else budget - min_fact_distance
+        chosen = [i for i in order if room is None or totals[i] <= room][:num_samples]
         if len(chosen) < num_samples:
+            extra = f" with {min_fact_distance} tokens of distance" if min_fact_distance else ""
             raise ValueError(
                 f"{task}: only {len(chosen)} of {len(samples)} samples have facts that fit the "
-                f"{budget}-token input budget of length {length_name(length)}, {num_samples} were asked "
-                f"for (longest facts: {int(totals.max())} tokens); use longer lengths or fewer samples"
+                f"{budget}-token input budget of length {length_name(length)}{extra}, {num_samples} were "
+                f"asked for (longest facts: {int(totals.max())} tokens); use longer lengths or fewer samples"
             )
         plan[length] = chosen
     return plan, fact_tokens
@@ -371,6 +479,8 @@ def build_babilong(
     min_sentence_tokens: int = MIN_SENTENCE_TOKENS,
     facts_source: str = "",
     progress: bool = True,
+    placement: str = "scattered",
+    min_fact_distance: int = 0,
 ) -> list[Path]:
     """Build every (length, task) set and write ``out/<length>/<task>.jsonl`` plus ``out/manifest.json``.
 
@@ -379,6 +489,7 @@ def build_babilong(
     for the longest length — is checked before the first file is written.
     """
     tasks = [check_task(t) for t in samples]
+    check_placement(placement, min_fact_distance)
     lengths = [parse_length(x) for x in lengths]
     for length in lengths:
         input_budget(length, prompt_reserve)
@@ -389,7 +500,9 @@ def build_babilong(
     for task in tasks:
         if any(check_task(s.task) != task for s in samples[task]):
             raise ValueError(f"samples given for {task} include samples of another task")
-        plans[task] = plan_samples(samples[task], lengths, num_samples, counter, seed, prompt_reserve)
+        plans[task] = plan_samples(
+            samples[task], lengths, num_samples, counter, seed, prompt_reserve, min_fact_distance
+        )
         plan, fact_tokens = plans[task]
         for length in lengths:
             budget = input_budget(length, prompt_reserve)
@@ -413,7 +526,8 @@ def build_babilong(
             plan, fact_tokens = plans[task]
 
             rows = (
-                {**build_row(samples[task][i], length, prepared, counter, seed, i, prompt_reserve, fact_tokens[i]),
+                {**build_row(samples[task][i], length, prepared, counter, seed, i, prompt_reserve, fact_tokens[i],
+                             placement, min_fact_distance),
                  "facts_source": facts_source}
                 for i in plan[length]
             )  # fmt: skip
@@ -427,6 +541,8 @@ def build_babilong(
         "samples_per_task": num_samples,
         "seed": seed,
         "prompt_reserve": prompt_reserve,
+        "fact_placement": placement,
+        "min_fact_distance": min_fact_distance,
         "min_sentence_tokens": min_sentence_tokens,
         "background": background.name,
         "background_documents": background.documents,
@@ -440,6 +556,8 @@ def build_babilong(
 
 
 __all__ = [
+    "AUTHORS_PROMPT_RESERVE",
+    "FACT_PLACEMENTS",
     "MAX_LENGTH",
     "PROMPT_RESERVE",
     "STANDARD_LENGTHS",
@@ -447,7 +565,10 @@ __all__ = [
     "PreparedBackground",
     "TokenCounter",
     "build_babilong",
+    "assemble_input",
     "build_row",
+    "check_placement",
+    "choose_gaps",
     "input_budget",
     "length_name",
     "parse_length",
@@ -455,5 +576,6 @@ __all__ = [
     "plan_samples",
     "prepare_background",
     "read_jsonl",
+    "take_background",
     "write_jsonl",
 ]

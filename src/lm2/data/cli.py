@@ -7,15 +7,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 from tqdm.auto import tqdm
 
 from lm2.data.babi.format import find_task_file, read_stories, write_stories
 from lm2.data.babi.types import Sample, parse_tasks
-from lm2.data.babilong import PROMPT_RESERVE, build_babilong, input_budget, parse_lengths
+from lm2.data.babilong import (
+    PROMPT_RESERVE,
+    build_babilong,
+    check_placement,
+    input_budget,
+    parse_lengths,
+)
 from lm2.data.background import SYNTHETIC, Background, load_background
 from lm2.data.prompts import answer_text, format_plain
-from lm2.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from lm2.data.tokenizer import (
+    TOKENIZER_KINDS,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+    train_word_tokenizer,
+)
 
 
 def _generator(name: str) -> Callable[[str, int, int], list]:
@@ -79,13 +92,15 @@ def babilong_command(
     split: str = "train",
     prompt_reserve: int = PROMPT_RESERVE,
     min_sentence_tokens: int = 10,
+    fact_placement: Literal["scattered", "first"] = "scattered",
+    fact_distance: int = 0,
 ) -> None:
     """Build BABILong sets: bAbI facts hidden in background text, at each length in tokens.
 
     Writes OUT/<length>/<task>.jsonl (one row per sample: input, question, target, task, length,
-    fact_positions, background, ...) and OUT/manifest.json. Lengths count tokens of --tokenizer:
-    1k = 1000 tokens, of which --prompt-reserve are left for the prompt, as the BABILong authors do;
-    0k = the facts alone.
+    fact_positions, background, ...) and OUT/manifest.json. Lengths count tokens of --tokenizer in the
+    input (facts + background): 1k = an input of 1000 tokens; 0k = the facts alone. --prompt-reserve 300
+    gives the BABILong authors' convention (1k = the whole prompt, 700 of it input).
 
     Args:
         tokenizer: a Hugging Face tokenizer folder (train one with `lm2 data tokenizer`).
@@ -98,10 +113,15 @@ def babilong_command(
         seed: random seed; the same seed gives the same files.
         babi: take facts from the bAbI files in this folder instead of the generator.
         split: which bAbI file split to read with --babi (train, test, valid).
-        prompt_reserve: tokens of each length left for the prompt around the input.
+        prompt_reserve: tokens of each length left for the prompt around the input (the authors: 300).
         min_sentence_tokens: skip background sentences shorter than this.
+        fact_placement: 'scattered' (facts in random gaps of the background, in order) or 'first' (all
+            facts before the background: they lie the whole background away from the question).
+        fact_distance: every fact up to the last supporting one lies at least this many tokens of the input
+            before the question (0 = anywhere); samples whose facts leave no room are skipped.
     """
     names = parse_tasks(tasks)
+    check_placement(fact_placement, fact_distance)
     token_lengths = parse_lengths(lengths)
     _check_count("samples", samples, 1_000_000)
     budgets = [input_budget(x, prompt_reserve) or 0 for x in token_lengths]
@@ -117,8 +137,9 @@ def babilong_command(
         pools = {t: generate_samples(t, pool, seed) for t in tqdm(names, desc="generating", unit="task")}
         facts_source = f"generator(seed={seed})"
     written = build_babilong(
-        pools, token_lengths, samples, bg, tok, seed, out, prompt_reserve, min_sentence_tokens, facts_source
-    )
+        pools, token_lengths, samples, bg, tok, seed, out, prompt_reserve, min_sentence_tokens, facts_source,
+        placement=fact_placement, min_fact_distance=fact_distance,
+    )  # fmt: skip
     print(f"wrote {len(written)} files ({len(names)} tasks x {len(token_lengths)} lengths) to {out}")
 
 
@@ -139,22 +160,32 @@ def tokenizer_command(
     num_stories: int = 1000,
     babi: Path | None = None,
     seed: int = 0,
+    kind: Literal["bpe", "word"] = "bpe",
+    min_frequency: int | None = None,
 ) -> None:
-    """Train a byte-level BPE tokenizer on bAbI stories plus background text; save it as a HF folder.
+    """Train a tokenizer (byte-level BPE or word-level) on bAbI stories plus background text; save it as a HF folder.
 
     The folder loads with transformers.AutoTokenizer.from_pretrained(OUT) and is saved with models.
-    Special tokens: <|endoftext|> (eos/bos) and <|pad|>.
+    Special tokens: <|endoftext|> (eos/bos) and <|pad|>; the word-level kind adds <|unk|> for words it
+    has not seen.
 
     Args:
         out: output folder.
-        vocab_size: vocabulary size, special tokens and the 256 byte symbols included.
+        vocab_size: largest vocabulary size, special tokens (and for bpe the 256 byte symbols) included.
         background: 'synthetic', 'pg19', 'pg19:FOLDER', or text files/folders (comma-separated).
         tasks: bAbI tasks whose stories to train on: 'qa1,qa2', 'qa1-qa10' or 'all'.
         num_stories: generated stories per task (ignored with --babi).
         babi: take stories from the bAbI files in this folder instead of the generator.
         seed: random seed for the generator and the synthetic background.
+        kind: 'bpe' (byte-level BPE: any text round-trips) or 'word' (one token per word or punctuation
+            mark, case kept; unseen words become <|unk|>: for bAbI-scale models).
+        min_frequency: keep only tokens seen at least this often (default: 2 for bpe, 1 for word).
     """
     names = parse_tasks(tasks)
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(f"--kind must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
+    if min_frequency is not None and min_frequency < 1:
+        raise ValueError(f"--min-frequency must be at least 1, got {min_frequency}")
     _check_count("num-stories", num_stories)
     if babi is not None:
         stories = [s for t in names for s in read_stories(find_task_file(babi, t, "train"), t)]
@@ -166,11 +197,15 @@ def tokenizer_command(
             for s in generate_stories(t, num_stories, seed)
         ]
     bg: Background = load_background(background, seed=seed, min_sentences=20_000)
-    tok = train_tokenizer(
-        sample_texts(s for story in stories for s in story.samples()) + bg.sentences, vocab_size=vocab_size
-    )
+    texts = sample_texts(s for story in stories for s in story.samples()) + bg.sentences
+    if kind == "word":
+        tok = train_word_tokenizer(texts, vocab_size=vocab_size, min_frequency=min_frequency or 1)
+    else:
+        tok = train_tokenizer(texts, vocab_size=vocab_size, min_frequency=min_frequency or 2)
     save_tokenizer(tok, out)
     note = ""
-    if len(tok) < vocab_size:  # BPE stops when every word of the training text is a single token
-        note = f"; {vocab_size} were asked for, but the training text has no more merges to learn"
-    print(f"wrote a {len(tok)}-token byte-level BPE (background: {bg.name}) to {out}{note}")
+    if len(tok) < vocab_size:  # the training text has fewer distinct words (word) or merges (bpe)
+        more = "distinct words" if kind == "word" else "merges to learn"
+        note = f"; up to {vocab_size} were allowed, but the training text has no more {more}"
+    what = "word-level vocabulary" if kind == "word" else "byte-level BPE"
+    print(f"wrote a {len(tok)}-token {what} (background: {bg.name}) to {out}{note}")

@@ -1,8 +1,10 @@
-"""The tokenizer: a byte-level BPE trained here, or any local Hugging Face tokenizer folder.
+"""The tokenizer: a byte-level BPE or a word-level vocabulary trained here, or any local HF tokenizer folder.
 
 ``train_tokenizer`` learns a GPT-2-style byte-level BPE (every byte is in the vocabulary, so no text is
-ever out of vocabulary) with Hugging Face ``tokenizers`` and wraps it as a
-``transformers.PreTrainedTokenizerFast``; ``save_pretrained`` then writes a folder that
+ever out of vocabulary); ``train_word_tokenizer`` a word-level vocabulary (one token per word or
+punctuation mark, ``<|unk|>`` for the rest: bAbI-scale work, where a 150-word vocabulary makes every
+fact a handful of tokens). Both use Hugging Face ``tokenizers``, are wrapped as a
+``transformers.PreTrainedTokenizerFast``, and ``save_pretrained`` then writes a folder that
 ``AutoTokenizer.from_pretrained(folder)`` — and so every model checkpoint that includes it — loads.
 ``load_tokenizer`` opens such a folder, or any other local one (a Llama-3 tokenizer, say). Nothing is
 ever fetched from the hub.
@@ -20,7 +22,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
+UNK_TOKEN = "<|unk|>"
 SPECIAL_TOKENS = [EOS_TOKEN, PAD_TOKEN]
+WORD_SPECIAL_TOKENS = [EOS_TOKEN, PAD_TOKEN, UNK_TOKEN]
+TOKENIZER_KINDS = ("bpe", "word")
 
 
 def clean_text(text: str | bytes) -> str:
@@ -76,6 +81,51 @@ def train_tokenizer(
         unk_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
         model_max_length=10**9,  # the models here read inputs of any length; don't warn at 1024
+    )
+
+
+def train_word_tokenizer(
+    texts: Iterable[str | bytes], vocab_size: int = 8192, min_frequency: int = 1
+) -> PreTrainedTokenizerFast:
+    """Train a word-level tokenizer on ``texts``: every word and every punctuation mark is one token.
+
+    Text is split at whitespace, and each punctuation character is its own token (``bathroom.`` ->
+    ``bathroom`` ``.``); case is kept. The vocabulary holds the special tokens ``<|endoftext|>`` (end of
+    text; also bos), ``<|pad|>`` and ``<|unk|>`` (every word not in it), then the words seen at least
+    ``min_frequency`` times, most frequent first, up to ``vocab_size`` tokens in all. Decoding joins
+    tokens with spaces and removes the space before punctuation, so text round-trips up to whitespace.
+    """
+    if vocab_size < len(WORD_SPECIAL_TOKENS) + 1:
+        raise ValueError(f"vocab_size must be at least {len(WORD_SPECIAL_TOKENS) + 1}, got {vocab_size}")
+    if min_frequency < 1:
+        raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
+    tok = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
+    )
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # join with spaces, no space before "."
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=WORD_SPECIAL_TOKENS,
+        show_progress=False,
+    )  # fmt: skip
+    seen = 0
+
+    def cleaned() -> Iterator[str]:
+        nonlocal seen
+        for text in texts:
+            seen += 1
+            yield clean_text(text)
+
+    tok.train_from_iterator(cleaned(), trainer=trainer)
+    if seen == 0:
+        raise ValueError("no training text given to the tokenizer")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        unk_token=UNK_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_max_length=10**9,
     )
 
 
