@@ -30,13 +30,14 @@ class ArmConfig:
     config: str | None = None  # a training YAML; None = the scale's base
     set: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, on top of the config
     label: str | None = None  # the name in tables and figures (default: the arm's key)
+    seeds: int | None = None  # train at most this many seeds of this arm (default: the study's)
 
 
 @dataclass
 class Table1Config:
     models: list[str] = field(default_factory=list)  # arms scored as they are
     rag: dict[str, str] = field(default_factory=dict)  # arm -> BM25 spec: the arm over retrieved context
-    split: str = "test"
+    split: str = "test"  # data split(s) scored, comma-separated
     tasks: str | None = None
     lengths: str | None = None
     samples: int | None = None
@@ -65,7 +66,7 @@ class Fig5Config:
 @dataclass
 class AnalysisConfig:
     arm: str = "lm2"
-    split: str = "test"
+    split: str = "test"  # data split(s), comma-separated
     tasks: str | None = None
     lengths: str | None = None
     samples: int = 8
@@ -128,15 +129,24 @@ class ScaleConfig:
         _binds(tokenizer_command, self.tokenizer, "tokenizer", out="x")
         for split, kwargs in self.data.items():
             _binds(babilong_command, kwargs, f"data.{split}", tokenizer="x", out="x")
-        refs = [("table1.models", a) for a in self.table1.models] + [("table1.rag", a) for a in self.table1.rag]
-        refs += [("table2.models", a) for a in self.table2.models] + [("fig5.arms", a) for a in self.fig5.arms]
+        refs = [("table1.models", a) for a in self.table1.models] + [
+            ("table1.rag", a) for a in self.table1.rag
+        ]
+        refs += [("table2.models", a) for a in self.table2.models] + [
+            ("fig5.arms", a) for a in self.fig5.arms
+        ]
         refs.append(("analysis.arm", self.analysis.arm))
+        for name, arm in self.arms.items():
+            if arm.seeds is not None and arm.seeds < 1:
+                raise ValueError(f"arms.{name}.seeds must be >= 1 or null, got {arm.seeds}")
         for where, arm in refs:
             if arm not in self.arms:
                 raise ValueError(f"{where} names arm {arm!r}; the arms are {', '.join(self.arms)}")
-        for split in {self.table1.split, self.analysis.split}:
+        for split in set(splits(self.table1.split)) | set(splits(self.analysis.split)):
             if split not in self.data:
-                raise ValueError(f"the study evaluates on data split {split!r}; data has {', '.join(self.data)}")
+                raise ValueError(
+                    f"the study evaluates on data split {split!r}; data has {', '.join(self.data)}"
+                )
         if self.table2.mmlu_shots < 0 or self.table2.mmlu_shots > 5:
             raise ValueError(f"table2.mmlu_shots must be 0..5, got {self.table2.mmlu_shots}")
         paths = {"work": "WORK", "data": "WORK/data", "tokenizer": "WORK/tokenizer"}
@@ -146,6 +156,10 @@ class ScaleConfig:
             except ValueError as err:
                 raise ValueError(f"arm {arm}: {err}") from err
         return self
+
+
+def splits(spec: str) -> list[str]:
+    return [s.strip() for s in spec.split(",") if s.strip()]
 
 
 def _binds(func: Any, kwargs: dict[str, Any], where: str, **fixed: Any) -> None:
@@ -209,4 +223,3 @@ def load_scale(scale: str | Path) -> ScaleConfig:
 
 def to_dict(cfg: ScaleConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-

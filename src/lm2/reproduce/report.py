@@ -105,13 +105,16 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
             table[name] = {
                 "runs": [u for u, _ in runs],
                 "cells": {
-                    n: {t: _stats([r["accuracy"].get(n, {}).get(t) for _, r in runs]) for t in [*tasks, "avg"]}
+                    n: {
+                        t: _stats([r["accuracy"].get(n, {}).get(t) for _, r in runs]) for t in [*tasks, "avg"]
+                    }
                     for n in lengths
                 },
             }
         results["table1"] = {"tasks": tasks, "lengths": lengths, "models": table}
         results["fig3"] = {
-            name: group_scores({t: _mean_over_lengths(m["cells"], t) for t in tasks}) for name, m in table.items()
+            name: group_scores({t: _mean_over_lengths(m["cells"], t) for t in tasks})
+            for name, m in table.items()
         }
     # Table 2
     ppl, mmlu = _seed_groups(units, "ppl"), _seed_groups(units, "mmlu")
@@ -139,7 +142,7 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
     if "fig5" in parts or any(f"train:{a}:s0" in units for a in cfg.fig5.arms):
         curves, final = {}, {}
         for arm in cfg.fig5.arms:
-            runs = [(f"train:{arm}:s{s}", study.run_dir(arm, s)) for s in range(study.seeds)]
+            runs = [(f"train:{arm}:s{s}", study.run_dir(arm, s)) for s in range(study.arm_seeds(arm))]
             runs = [(u, d) for u, d in runs if u in units]
             if not runs:
                 continue
@@ -245,7 +248,10 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
         b.append(("p", f"Tasks {', '.join(t1['tasks'])}; lengths {', '.join(t1['lengths'])}. Each cell: mean "
                        "± spread over seeds of the accuracy on the test split."))  # fmt: skip
         for n in t1["lengths"]:
-            rows = [[name] + [_cell(m["cells"][n][t]) for t in [*t1["tasks"], "avg"]] for name, m in t1["models"].items()]
+            rows = [
+                [name] + [_cell(m["cells"][n][t]) for t in [*t1["tasks"], "avg"]]
+                for name, m in t1["models"].items()
+            ]
             b.append(("h", 3, n))
             b.append(("table", ["model", *t1["tasks"], "avg"], rows))
         runs = "; ".join(f"{name}: {', '.join(m['runs'])}" for name, m in t1["models"].items())
@@ -265,7 +271,9 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
             files = results["scale_config"]["table2"]["ppl_data"]
             b.append(("p", f"Perplexity on held-out text ({files}), memory/cache carried across segments, at "
                            "the same training budget for every arm."))  # fmt: skip
-            rows = [[name, _cell(s, 2), str(s["tokens"]), ", ".join(s["runs"])] for name, s in t2["ppl"].items()]
+            rows = [
+                [name, _cell(s, 2), str(s["tokens"]), ", ".join(s["runs"])] for name, s in t2["ppl"].items()
+            ]
             b.append(("table", ["model", "perplexity", "tokens", "runs"], rows))
         if t2["mmlu"]:
             b.append(("p", "MMLU accuracy (%) by category and difficulty through `lm2 eval mmlu`'s scoring. "
@@ -378,7 +386,9 @@ def to_html(blocks: list[Block]) -> str:
             body += _raw_table(block[1])
         elif kind == "table":
             body.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in block[1]) + "</tr>")
-            body += ["<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in row) + "</tr>" for row in block[2]]
+            body += [
+                "<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in row) + "</tr>" for row in block[2]
+            ]
             body.append("</table>")
         elif kind == "img":
             data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
@@ -414,4 +424,3 @@ def _raw_table(text: str) -> list[str]:
     if in_table:
         out.append("</table>")
     return out
-

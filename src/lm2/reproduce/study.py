@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from lm2.reproduce.config import PARTS, ScaleConfig, check_training_config, load_scale, scale_path
+from lm2.reproduce.config import PARTS, ScaleConfig, check_training_config, load_scale, scale_path, splits
 from lm2.utils.io import atomic_write_text
 
 DONE = "DONE.json"
@@ -48,7 +48,9 @@ class Study:
         path = self.unit_dir(unit) / DONE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    def run_unit(self, unit: str, index: int, total: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def run_unit(
+        self, unit: str, index: int, total: int, work: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
         record = self.done(unit)
         if record is not None:
             self.kept.append(unit)
@@ -70,19 +72,26 @@ class Study:
         for split in cfg.data:
             units.append((f"data:{split}", lambda s=split: self.make_data(s)))
         for arm in cfg.arms_for(parts):
-            for seed in range(self.seeds):
+            for seed in range(self.arm_seeds(arm)):
                 units.append((f"train:{arm}:s{seed}", lambda a=arm, s=seed: self.train(a, s)))
         if "table1" in parts or "fig3" in parts:
             for seed in range(self.seeds):
                 for arm in cfg.table1.models:
-                    units.append((f"table1:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_babilong(a, s, None)))
+                    if seed < self.arm_seeds(arm):
+                        units.append(
+                            (f"table1:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_babilong(a, s, None))
+                        )
                 for arm, spec in cfg.table1.rag.items():
-                    units.append(
-                        (f"table1:{arm}+rag:s{seed}", lambda a=arm, s=seed, r=spec: self.eval_babilong(a, s, r))
-                    )
+                    if seed < self.arm_seeds(arm):
+                        units.append(
+                            (
+                                f"table1:{arm}+rag:s{seed}",
+                                lambda a=arm, s=seed, r=spec: self.eval_babilong(a, s, r),
+                            )
+                        )
         if "table2" in parts:
             for seed in range(self.seeds):
-                for arm in cfg.table2.models:
+                for arm in [a for a in cfg.table2.models if seed < self.arm_seeds(a)]:
                     if cfg.table2.ppl_data:
                         units.append((f"ppl:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_ppl(a, s)))
                     if cfg.table2.mmlu_data:
@@ -90,6 +99,10 @@ class Study:
         if "fig6" in parts or "slots" in parts:
             units.append(("analysis", self.analyse))
         return units
+
+    def arm_seeds(self, arm: str) -> int:
+        cap = self.cfg.arms[arm].seeds
+        return self.seeds if cap is None else min(cap, self.seeds)
 
     # -- the work of each kind of unit -----------------------------------------------------------------
 
@@ -128,11 +141,14 @@ class Study:
         atomic_write_text(config_file, yaml.safe_dump(data, sort_keys=False))
         run = self.run_dir(arm, seed)
         # resume=True: a run killed part-way continues from its last checkpoint.
-        metrics = Trainer(check_training_config(data), run, resume=True).run()
+        trainer = Trainer(check_training_config(data), run, resume=True)
+        metrics = trainer.run()
         return {
             "command": f"lm2 train --config {config_file} --out {run} --resume",
             "config": str(config_file),
             "output": str(run),
+            "steps": trainer.step,
+            "resumed_from": str(trainer.resumed_from) if trainer.resumed_from else None,
             "final": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         }
 
@@ -143,9 +159,9 @@ class Study:
         from lm2.eval.rows import length_label, load_rows
 
         t = self.cfg.table1
-        data = Path(self.paths["data"]) / t.split
+        data = ",".join(str(Path(self.paths["data"]) / s) for s in splits(t.split))
         groups = load_rows(
-            [str(data)],
+            data.split(","),
             tasks=parse_tasks(t.tasks) if t.tasks else None,
             lengths=[length_label(n) for n in t.lengths.split(",")] if t.lengths else None,
             samples=t.samples,
@@ -225,9 +241,9 @@ class Study:
         from lm2.eval.rows import length_label, load_rows
 
         a = self.cfg.analysis
-        data = Path(self.paths["data"]) / a.split
+        data = ",".join(str(Path(self.paths["data"]) / s) for s in splits(a.split))
         groups = load_rows(
-            [str(data)],
+            data.split(","),
             tasks=parse_tasks(a.tasks) if a.tasks else None,
             lengths=[length_label(n) for n in a.lengths.split(",")] if a.lengths else None,
             samples=a.samples,
@@ -266,7 +282,7 @@ class Study:
         vocab = int(self.cfg.tokenizer.get("vocab_size", 8192))
         rows = []
         for arm in self.cfg.arms_for(parts):
-            for seed in range(self.seeds):
+            for seed in range(self.arm_seeds(arm)):
                 data = self.cfg.training_config(arm, seed, self.paths)
                 cfg = check_training_config(data)
                 _, model_cls = family_classes(cfg.model.family)
@@ -365,4 +381,6 @@ def reproduce(
     study.run(parts)
     command = "lm2 reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else None
     assemble(study, parts, time.perf_counter() - start, command)
-    print(f"kept {len(study.kept)} finished units, ran {len(study.ran)}; report: {out}/report.md, {out}/report.html")
+    print(
+        f"kept {len(study.kept)} finished units, ran {len(study.ran)}; report: {out}/report.md, {out}/report.html"
+    )

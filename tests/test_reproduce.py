@@ -1,0 +1,150 @@
+"""lm2 reproduce: the scale configs parse, the smoke study runs end to end, resumes, replots; gpu dry-runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from lm2.cli import main
+from lm2.reproduce import study as study_module
+from lm2.reproduce.config import CONFIG_DIR, load_scale
+from lm2.reproduce.study import reproduce
+from tests.conftest import shared_path
+
+SCALES = ("smoke", "laptop", "gpu")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_scale_config_parses_and_validates(scale: str) -> None:
+    cfg = load_scale(scale)
+    assert cfg.name == scale
+    assert {"lm2", "vanilla", "rmt"} <= set(cfg.arms)
+    for arm in cfg.arms:  # each arm resolves to a training config the trainer accepts
+        data = cfg.training_config(arm, 1, {"work": "W", "data": "W/data", "tokenizer": "W/tok"})
+        assert data["data"]["tokenizer"] == "W/tok" and data["train"]["seed"] == 1
+    assert (CONFIG_DIR / f"{scale}.yaml").is_file()
+
+
+def test_laptop_and_gpu_scales_reach_16k_with_three_seeds() -> None:
+    from lm2.eval.rows import length_tokens
+
+    for scale in ("laptop", "gpu"):
+        cfg = load_scale(scale)
+        assert cfg.seeds == 3
+        lengths = [x for s in cfg.table1.split.split(",") for x in str(cfg.data[s]["lengths"]).split(",")]
+        assert max(length_tokens(x) for x in lengths) >= 16000
+        assert min(length_tokens(x) for x in lengths) == 0
+
+
+@pytest.mark.parametrize("scale", ["gpu", "laptop"])
+def test_dry_run_builds_every_arm_without_training(tmp_path: Path, scale: str, capsys, monkeypatch) -> None:
+    def no_training(*args, **kwargs):
+        raise AssertionError("a dry run must not train")
+
+    monkeypatch.setattr("lm2.train.trainer.Trainer", no_training)
+    reproduce(out=tmp_path / "study", scale=scale, dry_run=True)
+    text = capsys.readouterr().out
+    for arm in load_scale(scale).arms:
+        assert f"  {arm} s0:" in text
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_bad_scale_config_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (CONFIG_DIR / "smoke.yaml").read_text().replace("fig5: {arms: [vanilla,", "fig5: {arms: [nope,")
+    )
+    assert main(["reproduce", "--scale", str(bad), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert "fig5.arms names arm 'nope'" in capsys.readouterr().err
+    assert main(["reproduce", "--scale", "huge", "--out", str(tmp_path / "o")]) == 2
+    assert main(["reproduce", "--scale", "smoke", "--out", str(tmp_path / "o"), "--only", "table9"]) == 2
+    assert main(["reproduce", "--out", str(tmp_path / "none"), "--replot"]) == 2
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text((CONFIG_DIR / "smoke.yaml").read_text().replace("samples: 48,", "sample: 48,"))
+    assert main(["reproduce", "--scale", str(wrong), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert "data.train" in capsys.readouterr().err
+
+
+def _done_times(out: Path) -> dict[str, float]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in (out / "units").rglob("DONE.json")}
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    shared_path("background", "tinyshakespeare.txt")
+    shared_path("mmlu", "dev")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the smoke config names ../shared/data
+    out = tmp_path / "study"
+    start = time.perf_counter()
+    reproduce(out=out, scale="smoke")
+    assert time.perf_counter() - start < 120
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["table1"]["models"]) == {"LM2", "vanilla", "RMT", "vanilla+RAG"}
+    assert results["table1"]["lengths"] == ["0k", "1k"]
+    assert set(results["table2"]["ppl"]) == {"LM2", "vanilla", "RMT"}
+    assert results["table2"]["mmlu"]["LM2"]["average"]["questions"] == 10
+    assert set(results["fig5"]["curves"]) == {"vanilla", "LM2 memory in block 0", "LM2"}
+    assert all(
+        c["tokens"] == sorted(c["tokens"]) and c["tokens"][0] > 0 for c in results["fig5"]["curves"].values()
+    )
+    assert results["analysis"]["roles"]["prompts"] == 2
+    # every number names its units, and every unit its command, config and output
+    for unit, record in results["units"].items():
+        assert record["command"].startswith("lm2 ") and record["output"], unit
+    assert results["table1"]["models"]["LM2"]["runs"] == ["table1:lm2:s0"]
+    figures = ["figures/accuracy_vs_length.png", "figures/fig3_capabilities.png", "figures/fig5_memory_depth.png",
+               "units/analysis/fig6_block0.png", "units/analysis/slots_block1.png"]  # fmt: skip
+    for fig in figures:
+        assert (out / fig).stat().st_size > 5000, fig
+    report = (out / "report.md").read_text()
+    for fig in figures:
+        assert f"]({fig})" in report
+    assert "Chance is 25%" in report and "table1:vanilla+rag:s0" in report
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png"))) + 4
+
+    # Re-run: every unit is kept, nothing is trained or evaluated again.
+    before = _done_times(out)
+    monkeypatch.setattr(
+        "lm2.train.trainer.Trainer", lambda *a, **k: pytest.fail("kept units must not retrain")
+    )
+    capsys.readouterr()
+    reproduce(out=out, scale="smoke")
+    assert _done_times(out) == before
+    assert "ran 0" in capsys.readouterr().out
+
+    # A unit killed before its marker was written is redone; the finished ones around it are kept.
+    monkeypatch.undo()
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    (out / "units/table1/rmt/s0/DONE.json").unlink()
+    (out / "units/train/vanilla/s0/DONE.json").unlink()
+    ran = []
+    original = study_module.Study.run_unit
+
+    def spy(self, unit, index, total, work):
+        if self.done(unit) is None:
+            ran.append(unit)
+        return original(self, unit, index, total, work)
+
+    monkeypatch.setattr(study_module.Study, "run_unit", spy)
+    reproduce(out=out, scale="smoke")
+    assert sorted(ran) == ["table1:rmt:s0", "train:vanilla:s0"]
+    after = _done_times(out)
+    changed = {k for k in before if after[k] != before[k]}
+    assert changed == {"units/table1/rmt/s0/DONE.json", "units/train/vanilla/s0/DONE.json"}
+    # the killed training unit found its finished checkpoint and resumed from it instead of starting over
+    vanilla = json.loads((out / "units/train/vanilla/s0/DONE.json").read_text())
+    assert vanilla["steps"] == 6 and vanilla["resumed_from"].endswith("step-00000006")
+
+    # --replot redraws every figure and both reports from results.json alone
+    for fig in figures:
+        (out / fig).unlink()
+    (out / "report.html").unlink()
+    assert main(["reproduce", "--out", str(out), "--replot"]) == 0
+    for fig in figures:
+        assert (out / fig).is_file()
+    assert (out / "report.html").is_file()
