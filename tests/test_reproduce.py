@@ -148,3 +148,19 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     for fig in figures:
         assert (out / fig).is_file()
     assert (out / "report.html").is_file()
+
+
+def test_a_finished_unit_made_from_another_config_is_refused(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    out = tmp_path / "study"
+    text = (CONFIG_DIR / "smoke.yaml").read_text()
+    first = tmp_path / "a.yaml"
+    first.write_text(text)
+    reproduce(out=out, scale=str(first), only="fig5", seeds=1)
+    assert (out / "units/train/lm2/s0/DONE.json").is_file()
+    changed = tmp_path / "b.yaml"
+    changed.write_text(text.replace("optim: {lr: 3.0e-3,", "optim: {lr: 1.0e-3,"))
+    with pytest.raises(ValueError, match="another configuration"):
+        reproduce(out=out, scale=str(changed), only="fig5", seeds=1)
+    assert main(["reproduce", "--scale", str(changed), "--out", str(out), "--only", "fig5"]) == 2

@@ -11,6 +11,7 @@ and ``--replot`` redraws it from results.json alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -52,7 +53,13 @@ class Study:
         self, unit: str, index: int, total: int, work: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
         record = self.done(unit)
+        spec = json.loads(json.dumps(self.spec(unit)))  # as it reads back from DONE.json
         if record is not None:
+            if record.get("spec") != spec:
+                raise ValueError(
+                    f"{self.unit_dir(unit)} was made with another configuration than {self.scale_file} gives "
+                    "now; use a new --out, or delete that unit's folder to redo it"
+                )
             self.kept.append(unit)
             print(f"[{index}/{total}] {unit}: finished earlier, kept", flush=True)
             return record
@@ -60,6 +67,7 @@ class Study:
         start = time.perf_counter()
         record = work()
         record["unit"] = unit
+        record["spec"] = spec
         record["seconds"] = round(time.perf_counter() - start, 2)
         atomic_write_text(self.unit_dir(unit) / DONE, json.dumps(record, indent=1) + "\n")
         self.ran.append(unit)
@@ -99,6 +107,25 @@ class Study:
         if "fig6" in parts or "slots" in parts:
             units.append(("analysis", self.analyse))
         return units
+
+    def spec(self, unit: str) -> dict[str, Any]:
+        """What a unit's result depends on (placeholders unfilled): a finished unit is kept only if it matches."""
+        cfg, kind, *rest = self.cfg, *unit.split(":")
+        made = {"tokenizer": cfg.tokenizer, "data": cfg.data}
+        if kind == "tokenizer":
+            return {"tokenizer": cfg.tokenizer}
+        if kind == "data":
+            return {"tokenizer": cfg.tokenizer, "split": cfg.data[rest[0]]}
+        if kind == "analysis":
+            arm, seed = cfg.analysis.arm, 0
+            part: Any = dataclasses.asdict(cfg.analysis)
+        else:
+            arm, seed = rest[0].removesuffix("+rag"), int(rest[1][1:])
+            part = {"train": None, "table1": dataclasses.asdict(cfg.table1), "ppl": dataclasses.asdict(cfg.table2),
+                    "mmlu": dataclasses.asdict(cfg.table2)}[kind]  # fmt: skip
+        raw = {"work": "{work}", "data": "{data}", "tokenizer": "{tokenizer}"}
+        training = {**made, "training": cfg.training_config(arm, seed, raw), "device": cfg.device}
+        return training if part is None else {**training, kind: part}
 
     def arm_seeds(self, arm: str) -> int:
         cap = self.cfg.arms[arm].seeds
