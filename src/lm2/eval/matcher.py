@@ -15,8 +15,8 @@ listed labels). They differ in how they find the first sentence and the labels.
   "A. Mary\\nB. Aggie") and is wrong, even where only one option holds a label. An item that names a field
   ("- response: Mary\\n- support: ...") is a turn of an invented dialogue, not an option: only the first
   line counts, as below;
-- otherwise the answer is its first sentence: up to the first ``.``, ``!``, ``?`` or line break, so text
-  the model goes on to invent ("kitchen\\nQuestion: ...") is cut off;
+- otherwise the answer is its first sentence: up to the first ``.``, ``!``, ``?``, line break, ``<context>``
+  or ``<example>``, so text the model goes on to invent ("kitchen\\nQuestion: ...") is cut off;
 - qa19 (path finding): the directions found must equal the target path, in order ("n,e" = "north, east").
 
 ``babilong`` gives the verdict of the official BABILong metric (``compare_answers`` in the authors'
@@ -73,7 +73,8 @@ TASK_LABELS: dict[str, frozenset[str]] = {
 NOTHING = "nothing"
 DIRECTIONS = {"n": "n", "e": "e", "s": "s", "w": "w", "north": "n", "east": "e", "south": "s", "west": "w"}
 
-_SENTENCE_END = re.compile(r"[.!?\n]")
+# Where the words metric's first sentence ends; "<context>" and "<example>" open a prompt the model invents.
+_SENTENCE_END = re.compile(r"[.!?\n]|<context>|<example>", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
 # A list item's marker: a bullet, or one letter / one or two digits closed by ) . or : ("A)", "(b)", "1.").
 # One letter only, so that "No. He is not." is not read as an item "He is not".
@@ -85,7 +86,8 @@ _BABILONG_CUTS = ("<context>", "<example>")
 
 
 def first_sentence(text: str) -> str:
-    """The text up to its first sentence end (. ! ? or a line break), leading blank lines skipped."""
+    """The text up to its first sentence end (. ! ? a line break, <context> or <example>), leading blank
+    lines skipped."""
     text = text.lstrip()
     return _SENTENCE_END.split(text, maxsplit=1)[0]
 

@@ -162,7 +162,7 @@ def read_lm2_predictions(path: Path) -> Source:
         record = {**record, "task": check_task(str(record["task"])), "length": length_label(record["length"])}
         by_key[record["model"], record["task"], record["length"], record["id"]] = record
     models = list(dict.fromkeys(r["model"] for r in by_key.values()))
-    return Source(path, "predictions", models, list(by_key.values()))
+    return Source(path, "predictions", models, records=list(by_key.values()))
 
 
 def read_source(path: Path, prompt_config: str | None = None, missing_as_empty: bool = False) -> Source:
