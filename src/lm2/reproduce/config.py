@@ -42,6 +42,7 @@ class Table1Config:
     lengths: str | None = None
     samples: int | None = None
     batch_size: int = 8
+    metric: str = "words"  # how answers are scored: lm2 eval babilong --metric (words | babilong)
 
 
 @dataclass
@@ -147,6 +148,10 @@ class ScaleConfig:
                 raise ValueError(
                     f"the study evaluates on data split {split!r}; data has {', '.join(self.data)}"
                 )
+        from lm2.eval.matcher import METRICS
+
+        if self.table1.metric not in METRICS:
+            raise ValueError(f"table1.metric must be one of {', '.join(METRICS)}; got {self.table1.metric!r}")
         if self.table2.mmlu_shots < 0 or self.table2.mmlu_shots > 5:
             raise ValueError(f"table2.mmlu_shots must be 0..5, got {self.table2.mmlu_shots}")
         paths = {"work": "WORK", "data": "WORK/data", "tokenizer": "WORK/tokenizer"}

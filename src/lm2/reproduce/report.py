@@ -245,8 +245,10 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
     if "table1" in results:
         t1 = results["table1"]
         b.append(("h", 2, "Table 1 analog: BABILong accuracy (%)"))
+        metric = results["scale_config"]["table1"]["metric"]
         b.append(("p", f"Tasks {', '.join(t1['tasks'])}; lengths {', '.join(t1['lengths'])}. Each cell: mean "
-                       "± spread over seeds of the accuracy on the test split."))  # fmt: skip
+                       f"± spread over seeds of the accuracy on the test rows, answers scored by the "
+                       f"`{metric}` metric of `lm2 eval babilong`."))  # fmt: skip
         for n in t1["lengths"]:
             rows = [
                 [name] + [_cell(m["cells"][n][t]) for t in [*t1["tasks"], "avg"]]

@@ -198,9 +198,11 @@ class Study:
         out = self.unit_dir(f"table1:{arm}{'+rag' if rag else ''}:s{seed}")
         candidate = Candidate(name, lambda: load_model_and_tokenizer(model, self.cfg.device))
         retriever = make_retriever(rag) if rag else None
-        results = evaluate([candidate], groups, out, batch_size=t.batch_size, retriever=retriever)
+        results = evaluate(
+            [candidate], groups, out, batch_size=t.batch_size, retriever=retriever, metric=t.metric
+        )
         args = {"model": model, "data": data, "out": out, "tasks": t.tasks, "lengths": t.lengths,
-                "samples": t.samples, "rag": rag, "batch_size": t.batch_size}  # fmt: skip
+                "samples": t.samples, "rag": rag, "batch_size": t.batch_size, "metric": t.metric}  # fmt: skip
         return {
             "command": _command("lm2 eval babilong", args),
             "config": str(self.out / "configs" / f"{arm}-s{seed}.yaml"),
