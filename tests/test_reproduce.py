@@ -164,3 +164,14 @@ def test_a_finished_unit_made_from_another_config_is_refused(tmp_path: Path, mon
     with pytest.raises(ValueError, match="another configuration"):
         reproduce(out=out, scale=str(changed), only="fig5", seeds=1)
     assert main(["reproduce", "--scale", str(changed), "--out", str(out), "--only", "fig5"]) == 2
+
+
+def test_a_fact_distance_longer_than_a_length_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (CONFIG_DIR / "laptop.yaml")
+        .read_text()
+        .replace('lengths: "512", samples: 2000', 'lengths: "256,512", samples: 2000')
+    )
+    with pytest.raises(ValueError, match="fact_distance 256 leaves no room at length 256"):
+        load_scale(bad)

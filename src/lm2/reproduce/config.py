@@ -130,6 +130,7 @@ class ScaleConfig:
         _binds(tokenizer_command, self.tokenizer, "tokenizer", out="x")
         for split, kwargs in self.data.items():
             _binds(babilong_command, kwargs, f"data.{split}", tokenizer="x", out="x")
+            _check_distance(split, kwargs)
         refs = [("table1.models", a) for a in self.table1.models] + [
             ("table1.rag", a) for a in self.table1.rag
         ]
@@ -165,6 +166,21 @@ class ScaleConfig:
 
 def splits(spec: str) -> list[str]:
     return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def _check_distance(split: str, kwargs: dict[str, Any]) -> None:
+    """Facts kept ``fact_distance`` tokens before the question need inputs longer than that distance."""
+    from lm2.data.babilong import parse_lengths
+
+    distance = kwargs.get("fact_distance") or 0
+    if not distance:
+        return
+    short = [x for x in parse_lengths(str(kwargs.get("lengths", "0k"))) if x <= distance]
+    if short:
+        raise ValueError(
+            f"data.{split}: fact_distance {distance} leaves no room at length {short[0]} tokens; "
+            "every length of the split must exceed the distance (put 0k in a split of its own)"
+        )
 
 
 def _binds(func: Any, kwargs: dict[str, Any], where: str, **fixed: Any) -> None:
