@@ -175,3 +175,14 @@ def test_a_fact_distance_longer_than_a_length_is_refused(tmp_path: Path) -> None
     )
     with pytest.raises(ValueError, match="fact_distance 256 leaves no room at length 256"):
         load_scale(bad)
+
+
+def test_each_part_trains_only_the_arms_and_seeds_it_needs(tmp_path: Path) -> None:
+    cfg = load_scale("laptop")
+    study = study_module.Study(cfg, tmp_path, CONFIG_DIR / "laptop.yaml")
+    trained = [u for u, _ in study.plan(("fig6",)) if u.startswith("train:")]
+    assert trained == ["train:lm2:s0"]
+    trained = [u for u, _ in study.plan(("table1",)) if u.startswith("train:")]
+    assert trained == [f"train:{a}:s{s}" for a in ("lm2", "vanilla", "rmt") for s in range(3)]
+    trained = [u for u, _ in study.plan(("fig5",)) if u.startswith("train:")]
+    assert "train:lm2-first1:s0" in trained and "train:lm2-first1:s1" not in trained  # capped by arms.seeds

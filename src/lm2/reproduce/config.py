@@ -91,18 +91,24 @@ class ScaleConfig:
     def label(self, arm: str) -> str:
         return self.arms[arm].label or arm
 
-    def arms_for(self, parts: tuple[str, ...]) -> list[str]:
-        """The arms to train for these parts, in the order of the ``arms`` section."""
-        need: set[str] = set()
+    def arms_for(self, parts: tuple[str, ...], seeds: int) -> dict[str, int]:
+        """The arms to train for these parts and how many seeds of each (the analysis needs seed 0 only)."""
+        need: dict[str, int] = {}
+
+        def want(arms: Any, n: int) -> None:
+            for arm in arms:
+                cap = self.arms[arm].seeds
+                need[arm] = max(need.get(arm, 0), n if cap is None else min(cap, n))
+
         if "table1" in parts or "fig3" in parts:
-            need |= set(self.table1.models) | set(self.table1.rag)
+            want(list(self.table1.models) + list(self.table1.rag), seeds)
         if "table2" in parts:
-            need |= set(self.table2.models)
+            want(self.table2.models, seeds)
         if "fig5" in parts:
-            need |= set(self.fig5.arms)
+            want(self.fig5.arms, seeds)
         if "fig6" in parts or "slots" in parts:
-            need.add(self.analysis.arm)
-        return [a for a in self.arms if a in need]
+            want([self.analysis.arm], 1)
+        return {a: need[a] for a in self.arms if a in need}
 
     def training_config(self, arm: str, seed: int, paths: dict[str, str]) -> dict[str, Any]:
         """The training config mapping of ``arm`` at seed offset ``seed``, placeholders filled in."""

@@ -79,8 +79,8 @@ class Study:
         units.append(("tokenizer", self.make_tokenizer))
         for split in cfg.data:
             units.append((f"data:{split}", lambda s=split: self.make_data(s)))
-        for arm in cfg.arms_for(parts):
-            for seed in range(self.arm_seeds(arm)):
+        for arm, n in cfg.arms_for(parts, self.seeds).items():
+            for seed in range(n):
                 units.append((f"train:{arm}:s{seed}", lambda a=arm, s=seed: self.train(a, s)))
         if "table1" in parts or "fig3" in parts:
             for seed in range(self.seeds):
@@ -310,8 +310,8 @@ class Study:
 
         vocab = int(self.cfg.tokenizer.get("vocab_size", 8192))
         rows = []
-        for arm in self.cfg.arms_for(parts):
-            for seed in range(self.arm_seeds(arm)):
+        for arm, n in self.cfg.arms_for(parts, self.seeds).items():
+            for seed in range(n):
                 data = self.cfg.training_config(arm, seed, self.paths)
                 cfg = check_training_config(data)
                 _, model_cls = family_classes(cfg.model.family)
