@@ -321,7 +321,8 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
             b.append(("raw", roles_markdown(a["roles"])))
             for key in sorted(k for k in figures if k.startswith("slots_")):
                 b.append(("img", figures[key], f"Write attention by token class relative to chance, "
-                          f"{key[6:].replace('_', ' ')}. Source: analysis/analysis.json."))  # fmt: skip
+                          f"{key[6:].replace('_', ' ')}; blank: no token of that class was written (the "
+                          "question sits in the last, unwritten segment). Source: analysis/analysis.json."))  # fmt: skip
     b.append(("h", 2, "Provenance"))
     rows = [[u, f"`{r.get('command', '')}`", r.get("config", "–"), r.get("output", "–"), f"{r.get('seconds', 0):.1f}"]
             for u, r in sorted(results["units"].items())]  # fmt: skip
