@@ -26,6 +26,7 @@ from lm2.layers.rotary import LLAMA3_KEYS
 from lm2.models.lm2.cache_lm2 import LM2Cache
 from lm2.models.lm2.configuration_lm2 import LM2Config
 from lm2.models.lm_head import CausalLMHeadMixin
+from lm2.models.outputs import base_output, causal_lm_output, output_cache, pick_cache, refuse_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -191,14 +192,17 @@ class LM2Model(LM2PreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: LM2Cache | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
-        """Run the decoder over new tokens, continuing ``past_key_values`` when given.
+        """Run the decoder over new tokens, continuing the cache when given (``cache=`` or, before
+        transformers 5.24, ``past_key_values=``).
 
         attention_mask: 2-D (B, T) or (B, past + T), 1 = real token, 0 = padding. Padding is never attended
         to and never written into memory. position_ids default to each token's index among its sample's
         valid tokens (so left padding does not shift positions).
         """
+        refuse_unknown(kwargs, type(self).__name__)
         config = self.config
         use_cache = config.use_cache if use_cache is None else use_cache
         output_hidden_states = bool(output_hidden_states)
@@ -224,11 +228,9 @@ class LM2Model(LM2PreTrainedModel):
             raise ValueError(f"empty input: got batch {B} x length {T}; at least one token is needed")
         device = inputs_embeds.device
 
-        cache = past_key_values
+        cache = pick_cache(cache, past_key_values)
         if cache is not None and not isinstance(cache, LM2Cache):
-            raise ValueError(
-                f"past_key_values must be an LM2Cache (as returned by this model), got {type(cache).__name__}"
-            )
+            raise ValueError(f"the cache must be an LM2Cache (as returned by this model), got {type(cache).__name__}")
         if cache is None and use_cache:
             cache = LM2Cache(config.num_hidden_layers)
         has_past = cache is not None and cache.is_initialized
@@ -263,11 +265,7 @@ class LM2Model(LM2PreTrainedModel):
         x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
         if output_hidden_states:
             hidden_states = [torch.cat(per_layer, 1) for per_layer in zip(*hidden_states, strict=True)]
-        out = BaseModelOutputWithPast(
-            last_hidden_state=x,
-            past_key_values=cache if use_cache else None,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-        )
+        out = base_output(x, cache if use_cache else None, tuple(hidden_states) if output_hidden_states else None)
         return out if return_dict else out.to_tuple()
 
     def _decode(
@@ -411,24 +409,25 @@ class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: LM2Cache | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
         """Logits for the new tokens; with labels, the mean next-token cross-entropy (ignoring -100)."""
+        refuse_unknown(kwargs, type(self).__name__)
         return_dict = self.config.return_dict if return_dict is None else return_dict
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, **kwargs)
-        result = CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
-        )
+        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, num_items_in_batch)
+        result = causal_lm_output(loss, logits, output_cache(out), out.hidden_states)
         return result if return_dict else result.to_tuple()
 
 
