@@ -36,8 +36,9 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model, _refuse_pickles, load_every_weight
+from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model
 from lm2.models.lm_head import CausalLMHeadMixin
+from lm2.models.loading import load_every_weight, refuse_pickles
 from lm2.models.outputs import base_output, causal_lm_output, output_cache, pick_cache, refuse_unknown
 from lm2.models.rmt.configuration_rmt import RMTConfig
 
@@ -111,7 +112,7 @@ class RMTPreTrainedModel(PreTrainedModel):
         different ``num_mem_tokens``) are errors rather than silently re-initialised."""
         path = Path(pretrained_model_name_or_path)
         if path.is_dir():
-            _refuse_pickles(path)
+            refuse_pickles(path)
             saved = RMTConfig.from_pretrained(path).num_mem_tokens
             config = kwargs.get("config")
             asked = kwargs.get("num_mem_tokens", getattr(config, "num_mem_tokens", saved))
