@@ -20,7 +20,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
-from lm2.models.lm2.cache_lm2 import LM2Cache
+from lm2.models.lm2.cache_lm2 import LM2Cache, LM2LayerCache
 from lm2.models.lm2.configuration_lm2 import LM2Config
 from lm2.models.lm_head import CausalLMHeadMixin
 from lm2.models.loading import llama_config_to_lm2, load_every_weight, load_llama, refuse_pickles
@@ -46,6 +46,7 @@ class LM2Block(nn.Module):
                 topk=config.memory_topk,
                 init=config.memory_init,
                 forget_bias=config.memory_forget_bias,
+                impl=config.memory_impl,
             )
             if layer_idx in config.memory_layer_indices
             else None
@@ -58,27 +59,19 @@ class LM2Block(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         layout: SegmentLayout | None,
-        cache: LM2Cache | None,
-        memory_impl: str,
+        cache: LM2LayerCache | None,
     ) -> torch.Tensor:
-        i = self.layer_idx
         h = self.input_layernorm(x)  # (B, T, D), what both self-attention and memory see
-        past_kv = None
-        if cache is not None and cache.keys[i] is not None:
-            past_kv = (cache.keys[i], cache.values[i])
-        attn, (k, v) = self.self_attn(h, cos, sin, mask, past_kv)
-        if cache is not None:
-            cache.keys[i], cache.values[i] = k, v
-        x = x + attn
+        x = x + self.self_attn(h, cos, sin, mask, cache)
         if self.memory is not None:
-            state = cache.memory[i] if cache is not None else None
+            state = cache.memory if cache is not None else None
             if state is None:
                 state = self.memory.initial(x.shape[0], x.device, x.dtype)
-            buffer = cache.segment[i] if cache is not None else None
-            state_kv = cache.memory_kv[i] if cache is not None else None
-            read, state, buffer, state_kv = self.memory(h, layout, state, buffer, memory_impl, state_kv)
+            segment = cache.segment if cache is not None else None
+            state_kv = cache.memory_kv if cache is not None else None
+            read, state, segment, state_kv = self.memory(h, layout, state, segment, state_kv)
             if cache is not None:
-                cache.memory[i], cache.segment[i], cache.memory_kv[i] = state, buffer, state_kv
+                cache.update_memory(state, segment, state_kv)
             x = x + read
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -222,7 +215,7 @@ class LM2Model(LM2PreTrainedModel):
         outputs, hidden_states = [], []
         for start in range(0, T, chunk):
             part = slice(start, start + chunk)
-            x, hidden = self._decode(
+            x, hidden = self._run_blocks(
                 inputs_embeds[:, part],
                 valid[:, part],
                 None if position_ids is None else position_ids[:, part],
@@ -237,7 +230,7 @@ class LM2Model(LM2PreTrainedModel):
         out = base_output(x, cache if use_cache else None, tuple(hidden_states) if output_hidden_states else None)
         return out if return_dict else out.to_tuple()
 
-    def _decode(
+    def _run_blocks(
         self,
         x: torch.Tensor,
         valid: torch.Tensor,
@@ -279,7 +272,7 @@ class LM2Model(LM2PreTrainedModel):
             layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
         hidden_states = [x] if output_hidden_states else []
         for block in self.layers:
-            x = block(x, cos, sin, mask, layout, cache, config.memory_impl)
+            x = block(x, cos, sin, mask, layout, None if cache is None else cache.layers[block.layer_idx])
             if output_hidden_states:
                 hidden_states.append(x)
         x = self.norm(x)
