@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
 from lm2.models.lm2.cache_lm2 import LM2Cache, LM2LayerCache
 from lm2.models.lm2.configuration_lm2 import LM2Config
 from lm2.models.lm_head import CausalLMHeadMixin
 from lm2.models.loading import llama_config_to_lm2, load_every_weight, load_llama, refuse_pickles
-from lm2.models.outputs import base_output, causal_lm_output, output_cache, pick_cache, refuse_unknown
+from lm2.models.outputs import base_output, pick_cache, refuse_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ class LM2Model(LM2PreTrainedModel):
         past_key_values: LM2Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cache: LM2Cache | None = None,
@@ -165,6 +166,8 @@ class LM2Model(LM2PreTrainedModel):
         valid tokens (so left padding does not shift positions).
         """
         refuse_unknown(kwargs, type(self).__name__)
+        if output_attentions:
+            raise ValueError("LM2 does not return attention weights: output_attentions is unsupported")
         config = self.config
         use_cache = config.use_cache if use_cache is None else use_cache
         output_hidden_states = bool(output_hidden_states)
@@ -358,36 +361,3 @@ class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         # generate() must not build a DynamicCache: the first forward creates an LM2Cache.
         return False
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: LM2Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        cache: LM2Cache | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast | tuple:
-        """Logits for the new tokens; with labels, the mean next-token cross-entropy (ignoring -100)."""
-        refuse_unknown(kwargs, type(self).__name__)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=pick_cache(cache, past_key_values),
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, num_items_in_batch)
-        result = causal_lm_output(loss, logits, output_cache(out), out.hidden_states)
-        return result if return_dict else result.to_tuple()
