@@ -186,3 +186,17 @@ def test_each_part_trains_only_the_arms_and_seeds_it_needs(tmp_path: Path) -> No
     assert trained == [f"train:{a}:s{s}" for a in ("lm2", "vanilla", "rmt") for s in range(3)]
     trained = [u for u, _ in study.plan(("fig5",)) if u.startswith("train:")]
     assert "train:lm2-first1:s0" in trained and "train:lm2-first1:s1" not in trained  # capped by arms.seeds
+
+
+def test_fig5_verdict_claims_a_trend_only_beyond_the_seed_spread() -> None:
+    from lm2.reproduce.report import _fig5_verdict
+
+    def f5(values, spread=None, n=1):
+        names = ["vanilla", "first1", "all"]
+        final = {k: {"mean": v, "spread": spread, "n": n} for k, v in zip(names, values, strict=True)}
+        return {"metric": "val_loss", "order": names, "final": final}
+
+    assert "not evidence" in _fig5_verdict(f5([3.0, 2.0, 1.0]))
+    assert "every step is larger than the seed spread" in _fig5_verdict(f5([3.0, 2.0, 1.0], 0.1, 3))
+    assert "within the seed spread" in _fig5_verdict(f5([3.0, 2.0, 1.9], 0.2, 3))
+    assert "does not hold" in _fig5_verdict(f5([1.0, 2.0, 3.0], 0.1, 3))

@@ -336,18 +336,32 @@ def _num(v: float | None) -> str:
 
 def _fig5_verdict(f5: dict[str, Any]) -> str:
     order = [n for n in f5["order"] if n in f5["final"] and f5["final"][n]["mean"] is not None]
+    missing = [n for n in f5["order"] if n not in order]
+    note = f" Arms not trained yet: {', '.join(missing)}." if missing else ""
     if len(order) < 2:
-        return "Too few arms finished to compare."
-    values = [f5["final"][n]["mean"] for n in order]
+        return "Too few arms finished to compare." + note
+    final = [f5["final"][n] for n in order]
     lower_better = f5["metric"] != "val_acc"
     ranked = sorted(order, key=lambda n: f5["final"][n]["mean"], reverse=not lower_better)
-    holds = all((a > b) if lower_better else (a < b) for a, b in zip(values, values[1:], strict=False))
-    better = "lower" if lower_better else "higher"
-    return (
+    pairs = list(zip(final, final[1:], strict=False))
+    holds = all((a["mean"] > b["mean"]) if lower_better else (a["mean"] < b["mean"]) for a, b in pairs)
+    text = (
         f"Final {f5['metric']} from best to worst: {', '.join(ranked)}. The paper's trend (more blocks with "
-        f"memory, {better} is better, in the order {', '.join(order)}) "
-        + ("holds at this scale." if holds else "does not hold strictly at this scale.")
+        f"memory is better, i.e. {'lower' if lower_better else 'higher'} along {', '.join(order)}) "
+        + ("holds in the means" if holds else "does not hold")
     )
+    if any(f["n"] < 2 for f in final):
+        text += "; with one seed per arm no spread is measured, so this ordering is not evidence either way."
+    elif holds:
+        clear = all(abs(a["mean"] - b["mean"]) > max(a["spread"], b["spread"]) for a, b in pairs)
+        text += (
+            ", and every step is larger than the seed spread."
+            if clear
+            else ", but some steps are within the seed spread."
+        )
+    else:
+        text += "."
+    return text + note
 
 
 def to_markdown(blocks: list[Block], out: Path) -> str:
