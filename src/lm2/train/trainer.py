@@ -41,6 +41,7 @@ from lm2.train.config import Config, load_config
 from lm2.train.data import (
     IGNORE,
     Batch,
+    GeneratedQA,
     QADataset,
     TextShards,
     read_babi_rows,
@@ -245,6 +246,20 @@ class Trainer:
 
         tasks = parse_tasks(d.tasks) if d.tasks else None
         self.valid_batches: list[Batch] = []
+        self.valid_groups: list[str] = []  # per validation row: the group its accuracy is also reported in
+        kwargs = dict(prompt_format=d.prompt_format, answer_eos=d.answer_eos, max_tokens=d.max_tokens)
+        if d.kind == "generate":
+            g = d.generate
+            self.generated = GeneratedQA(
+                self.tokenizer, g.background, d.prompt_format, d.answer_eos, self.cfg.train.seed
+            )
+            self.generate_stages = [self.cfg.generate_config(i) for i in range(len(self.cfg.curriculum))]
+            valid_rows = self.generated.validation_rows(
+                self.cfg.generate_config(), self.cfg.train.seed, d.valid_samples
+            )
+            self.valid_qa = QADataset(valid_rows, self.tokenizer, **kwargs)
+            self.valid_groups = [f"filler{r['filler_tokens']}" for r in valid_rows]
+            return
         if d.kind == "text":
             self.text = TextShards(d.train[0])
             if self.text.vocab_size > len(self.tokenizer):
@@ -266,13 +281,14 @@ class Trainer:
                 valid_rows = [r for r in valid_rows if r.get("task") in tasks]
                 if not train_rows:
                     raise ValueError(f"no training rows of tasks {d.tasks} in {', '.join(d.train)}")
-        kwargs = dict(prompt_format=d.prompt_format, answer_eos=d.answer_eos, max_tokens=d.max_tokens)
         self.qa = QADataset(train_rows, self.tokenizer, **kwargs)
         self.pools = [self.qa.pool(stage.lengths) for stage in self.cfg.curriculum]  # checked up front
         if len(valid_rows) > d.valid_samples:  # a fixed subset spread over every task and length
             keep = np.sort(np.random.default_rng(0).permutation(len(valid_rows))[: d.valid_samples])
             valid_rows = [valid_rows[i] for i in keep]
         self.valid_qa = QADataset(valid_rows, self.tokenizer, **kwargs) if valid_rows else None
+        if self.valid_qa is not None and len(set(self.valid_qa.lengths)) > 1:
+            self.valid_groups = list(self.valid_qa.lengths)
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, self.model, self.optimizer)
@@ -300,6 +316,9 @@ class Trainer:
         if self.cfg.data.kind == "text":
             seq_len = self.cfg.curriculum[stage].seq_len
             return [self.text.training_batch(r.seed, stage, stage_step, c, seq_len) for c in chunks]
+        if self.cfg.data.kind == "generate":
+            gen = self.generate_stages[stage]
+            return [self.generated.batch(gen, r.seed, stage, stage_step, c) for c in chunks]
         idx = sample_indices(self.pools[stage], r.seed, stage, stage_step, r.batch_size)
         return [self.qa.collate(idx[c]) for c in chunks]
 
@@ -405,7 +424,8 @@ class Trainer:
                 return {"val_loss": total / count, "val_ppl": math.exp(min(total / count, 50.0))}
             if self.valid_qa is None:
                 return {}
-            total = count = correct = 0.0
+            total = count = 0.0
+            correct: list[bool] = []
             for start in range(0, len(self.valid_qa), self.micro):
                 b = self.valid_qa.collate(range(start, min(start + self.micro, len(self.valid_qa))))
                 b = Batch(b.input_ids.to(self.device), b.targets.to(self.device))
@@ -417,9 +437,14 @@ class Trainer:
                 total += run_pieces(self.model, b, self.piece_len, autocast=self._autocast, logits_hook=keep)
                 count += b.num_targets
                 span = self.valid_qa.answer_spans(b)
-                ok = ((preds == b.targets) | ~span).all(dim=1)
-                correct += float(ok.sum())
-            return {"val_loss": total / count, "val_acc": correct / len(self.valid_qa)}
+                correct += ((preds == b.targets) | ~span).all(dim=1).tolist()
+            results = {"val_loss": total / count, "val_acc": sum(correct) / len(correct)}
+            for group in dict.fromkeys(
+                self.valid_groups
+            ):  # accuracy per length / filler, in first-seen order
+                hits = [ok for ok, g in zip(correct, self.valid_groups, strict=True) if g == group]
+                results[f"val_acc_{group}"] = sum(hits) / len(hits)
+            return results
         finally:
             self.model.train()
 
