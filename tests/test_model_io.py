@@ -178,9 +178,12 @@ def test_pickled_checkpoint_is_refused(tmp_path) -> None:
 def test_demo_command(capsys) -> None:
     threads = torch.get_num_threads()
     try:
-        assert cli_main(["demo", "--train-steps", "3", "--max-new-tokens", "5"]) == 0
+        assert cli_main(["demo", "--steps", "2", "--samples", "3"]) == 0
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert "memory total" in out and "step    3  loss" in out and "continuation:" in out
-    assert cli_main(["demo", "--train-steps", "-1"]) == 2  # a clear user error, not a traceback
+    assert "memory total" in out and "training vanilla" in out and "step    2  loss" in out
+    table = out[out.index("inside (F=0)") :].splitlines()
+    assert "32x (F=1024)" in table[0]
+    assert [line.split()[0] for line in table[1:4]] == ["LM2", "vanilla", "LM2,"]
+    assert cli_main(["demo", "--steps", "0"]) == 2  # a clear user error, not a traceback
