@@ -141,6 +141,27 @@ def test_trainer_draws_generated_batches_per_stage_and_reports_accuracy_per_fill
     final = log[-1]
     assert {"val_acc", "val_acc_filler0", "val_acc_filler32"} <= set(final)
     assert len(trainer.valid_qa) == 8
+    # the memory diagnostics of every logged step: gates on segments with and without a fact, read size
+    for record in log:
+        if "loss" in record:
+            for block in ("block0", "block1"):
+                values = record["memory"][block]
+                assert {"in_gate_fact", "forget_gate_fact", "read_ratio", "read_ratio_answer"} <= set(values)
+                assert all(0 < values[k] < 1 for k in values if "gate" in k) and values["read_ratio"] > 0
+
+
+def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_qa) -> None:
+    from lm2 import LM2Config, LM2ForCausalLM
+    from lm2.train.data import Batch
+    from lm2.train.trainer import memory_report
+
+    batch = gen_qa.batch(GenerateConfig(tasks="qa1", filler=[20]), 0, 0, 0, range(4))
+    config = LM2Config.from_preset("tiny", vocab_size=len(word_tok[1]))
+    report = memory_report(LM2ForCausalLM(config), Batch(batch.input_ids, batch.targets))
+    assert set(report) == {"block0", "block1"}
+    assert set(report["block0"]) == {"in_gate", "forget_gate", "read_ratio", "read_ratio_answer"}
+    vanilla = LM2ForCausalLM(LM2Config.from_preset("tiny", vocab_size=len(word_tok[1]), use_memory=False))
+    assert memory_report(vanilla, batch) == {}
 
 
 @pytest.mark.parametrize(

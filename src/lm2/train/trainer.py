@@ -144,6 +144,53 @@ def run_pieces(
     return total
 
 
+@torch.no_grad()
+def memory_report(
+    model: Any,
+    batch: Batch,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, dict[str, float]]:
+    """What each memory block does on ``batch`` (one extra forward without gradients), per block index:
+
+    ``in_gate`` / ``forget_gate``: the mean input / forget gate of the writes, split into ``_fact`` (the
+    segment holds a fact token) and ``_other`` (filler, prompt, question) when the batch has a
+    ``fact_mask``; ``read_ratio``: mean |gated read| / |residual stream| over the tokens up to each row's
+    last target, ``read_ratio_answer`` the same at the positions that predict an answer token. Empty for a
+    model without memory blocks. Segments past a row's last target are left out.
+    """
+    if not hasattr(model, "memory_diagnostics") or not getattr(model.config, "memory_layer_indices", None):
+        return {}
+    with model.memory_diagnostics() as records, autocast():
+        model(input_ids=batch.input_ids, use_cache=False)
+    B, T = batch.input_ids.shape
+    S = model.config.segment_length
+    targets = batch.targets != IGNORE  # (B, T)
+    length = T - torch.argmax(targets.flip(1).int(), dim=1)  # (B,) tokens up to the last target
+    real = torch.arange(T, device=length.device)[None, :] < length[:, None]  # (B, T)
+    report: dict[str, dict[str, float]] = {}
+    for layer, record in zip(model.config.memory_layer_indices, records, strict=True):
+        ratio = torch.cat(record["read_ratio"], 1).float()  # (B, T)
+        block = {"read_ratio": float(ratio[real].mean()), "read_ratio_answer": float(ratio[targets].mean())}
+        if record["in_gate"]:
+            g_in = torch.cat(record["in_gate"], 1).float()  # (B, W) every write of every call, in order
+            g_forget = torch.cat(record["forget_gate"], 1).float()
+            done = torch.cat(record["write_done"], 1)
+            segment = done.long().cumsum(1) - 1  # (B, W) the k-th write of a row stores its segment k
+            done &= segment * S < length[:, None]
+            groups = {"": done}
+            if batch.fact_mask is not None:
+                n = -(-T // S)
+                fact = F.pad(batch.fact_mask.to(done.device), (0, n * S - T)).view(B, n, S).any(-1)  # (B, n)
+                has_fact = fact.gather(1, segment.clamp(0, n - 1)) & done
+                groups = {"_fact": has_fact, "_other": done & ~has_fact}
+            for suffix, mask in groups.items():
+                if mask.any():
+                    block[f"in_gate{suffix}"] = float(g_in[mask].mean())
+                    block[f"forget_gate{suffix}"] = float(g_forget[mask].mean())
+        report[f"block{layer}"] = block
+    return report
+
+
 def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float) -> float:
     """Linear warmup over ``warmup`` steps, then cosine from ``lr`` down to ``lr * min_ratio`` at ``total``."""
     if step < warmup:
@@ -322,6 +369,10 @@ class Trainer:
         idx = sample_indices(self.pools[stage], r.seed, stage, stage_step, r.batch_size)
         return [self.qa.collate(idx[c]) for c in chunks]
 
+    def _on_device(self, batch: Batch) -> Batch:
+        fact = batch.fact_mask.to(self.device) if batch.fact_mask is not None else None
+        return Batch(batch.input_ids.to(self.device), batch.targets.to(self.device), fact)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -341,9 +392,7 @@ class Trainer:
         lr = lr_at(step, self.cfg.total_steps, o.lr, o.warmup_steps, o.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [
-            Batch(b.input_ids.to(self.device), b.targets.to(self.device)) for b in self.micro_batches(step)
-        ]
+        batches = [self._on_device(b) for b in self.micro_batches(step)]
         local_targets = sum(b.num_targets for b in batches)
         local_tokens = sum(self._real_tokens(b) for b in batches)
         n_targets, n_tokens = self._all_sum(local_targets, local_tokens)
@@ -526,6 +575,13 @@ class Trainer:
                 last_metrics = metrics
                 if self.step % r.log_every == 0 or self.step == total:
                     if self.main:
+                        memory = memory_report(self.model, self._on_device(self.micro_batches(self.step - 1)[0]),
+                                               self._autocast)  # fmt: skip
+                        if memory:
+                            metrics["memory"] = memory
+                            for block, values in memory.items():
+                                for key, value in values.items():
+                                    writer.add_scalar(f"memory/{block}/{key}", value, self.step)
                         log.write(json.dumps(metrics) + "\n")
                         log.flush()
                         for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
