@@ -152,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as err:
         # What the machine refused (a full disk, a file where a folder belongs, no permission) is no bug.
-        hint = "; free some space and run the command again" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        hint = (
+            "; free some space and run the command again" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        )
         print(f"lm2: error: {err}{hint}", file=sys.stderr)
         return 2
     return 0

@@ -49,7 +49,9 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
 
     steps = list_step_dirs(path / "checkpoints")
     if not steps:
-        raise FileNotFoundError(f"{path} is a training run without checkpoints (no {path}/checkpoints/step-*)")
+        raise FileNotFoundError(
+            f"{path} is a training run without checkpoints (no {path}/checkpoints/step-*)"
+        )
     if not (steps[-1] / MANIFEST).is_file():
         raise ValueError(
             f"{path}: the newest checkpoint {steps[-1].name} has no {MANIFEST} (an unfinished save); "

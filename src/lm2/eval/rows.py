@@ -142,7 +142,11 @@ def check_build_complete(root: Path) -> None:
         return  # some other manifest: nothing to check against
     missing = [f for f in manifest.get("files", []) if not (root / f).is_file()]
     if missing or manifest.get("complete") is False:
-        what = f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}" if missing else "unfinished"
+        what = (
+            f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+            if missing
+            else "unfinished"
+        )
         raise ValueError(
             f"{root} is an unfinished `lm2 data babilong` build ({what}): run the same command again to "
             "finish it, or give complete data"

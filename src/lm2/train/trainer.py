@@ -294,7 +294,9 @@ class Trainer:
             # Never fall back silently to an older checkpoint: training on would overwrite this folder.
             older = list_checkpoints(self.ckpt_root)
             way_out = (
-                f"move it out of {self.ckpt_root} to resume from {older[-1].name}" if older else "move it away"
+                f"move it out of {self.ckpt_root} to resume from {older[-1].name}"
+                if older
+                else "move it away"
             )
             raise CheckpointError(
                 f"cannot resume: the newest checkpoint {path} has no {MANIFEST} (an unfinished or damaged "
@@ -310,7 +312,8 @@ class Trainer:
         self.resumed_from = path
         if self.main:
             print(
-                f"lm2 train: resuming from {path} (step {self.step} of {self.cfg.total_steps})", file=sys.stderr
+                f"lm2 train: resuming from {path} (step {self.step} of {self.cfg.total_steps})",
+                file=sys.stderr,
             )
 
     def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
