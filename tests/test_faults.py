@@ -195,6 +195,9 @@ def test_out_naming_an_existing_file_is_refused_before_any_work(
     text = tmp_path / "book.txt"
     text.write_text("Mary moved to the bathroom. " * 10)
     rows = write_jsonl(tmp_path / "rows.jsonl", qa1_rows(2, seed=1))
+    build = f"data babilong --tokenizer {model} --tasks qa1 --lengths 0k --samples 1".split()
+    assert main([*build, "--out", str(taken)]) == 2
+    assert f"{taken} is a file; give a folder" in _one_line_error(capsys)
     for command in (
         ["eval", "ppl", "--data", str(text)],
         ["eval", "babilong", "--data", str(rows)],

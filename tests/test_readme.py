@@ -23,8 +23,10 @@ SHRINK = [
     (r"--samples \d+", lambda m: "--samples 2"),
     (
         r'^(lm2 train .*--set ")([^"]*)"',
-        lambda m: f'{m.group(1)}{m.group(2)} curriculum.0.steps=1 curriculum.1.steps=1 train.batch_size=2 '
-        'data.valid_samples=4"',
+        lambda m: (
+            f"{m.group(1)}{m.group(2)} curriculum.0.steps=1 curriculum.1.steps=1 train.batch_size=2 "
+            'data.valid_samples=4"'
+        ),
     ),
     (r"^lm2 eval babilong .*", lambda m: m.group(0) + " --samples 1 --batch-size 1 --device cpu"),
 ]
@@ -77,3 +79,40 @@ def test_the_readme_python_block_runs(tmp_path: Path, monkeypatch: pytest.Monkey
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "out" / "lm2-small" / "model.safetensors").is_file()
+
+
+def _doc_commands() -> list[tuple[str, list[str]]]:
+    """(file, argv) of every command line in the bash blocks of README.md and docs/*.md."""
+    found = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for body in re.findall(r"```bash\n(.*?)\n```", path.read_text(encoding="utf-8"), flags=re.S):
+            for line in body.replace("\\\n", " ").splitlines():
+                argv = shlex.split(line, comments=True)
+                while argv and re.match(r"^[A-Z_]+=", argv[0]):  # VAR=value prefixes
+                    argv = argv[1:]
+                if argv:
+                    found.append((path.name, argv))
+    return found
+
+
+def test_every_documented_lm2_command_parses_and_names_files_that_exist() -> None:
+    """Each `lm2 ...` line of the docs is a valid command line (no made-up options, no [optional] syntax),
+    and the configs and scripts the docs run are in the repository."""
+    from lm2.cli import build_parser
+
+    parser = build_parser()
+    checked = 0
+    for name, argv in _doc_commands():
+        if argv[0] in ("lm2", ".venv/bin/lm2") or argv[:3] == ["torchrun", "--nproc_per_node", "2"]:
+            args = argv[argv.index("lm2.cli") + 1 :] if "lm2.cli" in argv else argv[1:]
+            try:
+                parsed = vars(parser.parse_args(args))
+            except SystemExit:
+                pytest.fail(f"{name}: not a valid lm2 command line: {' '.join(argv)}")
+            config = parsed.get("config")
+            assert config is None or (REPO / config).is_file(), f"{name}: no {config}"
+            checked += 1
+        for arg in argv:
+            if re.match(r"^(scripts|benchmarks|configs)/\S+\.(sh|py|yaml)$", arg):
+                assert (REPO / arg).is_file(), f"{name}: {arg} does not exist"
+    assert checked >= 15

@@ -39,7 +39,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lm2.data.babi.types import Sample, check_task
 from lm2.data.background import Background
-from lm2.utils.io import atomic_write, iter_jsonl
+from lm2.utils.io import atomic_write, check_out_folder, iter_jsonl
 
 PROMPT_RESERVE = 300  # tokens the authors leave for instruction, examples, question (create_tasks.py)
 MAX_LENGTH = 10_000_000  # BABILong goes to 10M tokens; beyond that is surely a typo
@@ -381,6 +381,7 @@ def build_babilong(
     user input — task names, lengths, the prompt reserve, samples that do not fit, a background too short
     for the longest length — is checked before the first file is written.
     """
+    check_out_folder(out, "<length>/<task>.jsonl and manifest.json")
     tasks = [check_task(t) for t in samples]
     lengths = [parse_length(x) for x in lengths]
     for length in lengths:
