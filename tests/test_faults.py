@@ -324,14 +324,19 @@ def test_an_interrupted_babilong_build_leaves_no_temp_files_and_eval_refuses_it(
     assert json.loads((out / "manifest.json").read_text())["complete"] is True
 
 
-def test_a_sparse_grid_from_mixed_sources_is_flagged(tmp_path: Path) -> None:
+def test_a_sparse_grid_from_mixed_sources_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from lm2.eval.rows import load_rows, missing_sets
+    from tests.test_eval_fixtures import make_checkpoint
 
-    write_jsonl(tmp_path / "a.jsonl", qa1_rows(2, seed=1) + qa1_rows(2, seed=2, length="1k"))
-    b = [{**r, "task": "qa2"} for r in qa1_rows(2, seed=3)]
-    write_jsonl(tmp_path / "b.jsonl", b)
-    groups = load_rows([tmp_path / "a.jsonl", tmp_path / "b.jsonl"])
-    assert missing_sets(groups) == [("qa2", "1k")]
+    a = write_jsonl(tmp_path / "a.jsonl", qa1_rows(1, seed=1) + qa1_rows(1, seed=2, length="1k"))
+    b = write_jsonl(tmp_path / "b.jsonl", [{**r, "task": "qa2"} for r in qa1_rows(1, seed=3)])
+    assert missing_sets(load_rows([a, b])) == [("qa2", "1k")]
+    model = make_checkpoint(tmp_path / "model")
+    args = ["eval", "babilong", "--model", str(model), "--data", f"{a},{b}", "--batch-size", "1"]
+    assert main([*args, "--out", str(tmp_path / "e1"), "--device", "cpu"]) == 0
+    assert "warning: the data has no qa2 at 1k; those cells will be –" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "e2"), "--device", "cpu", "--lengths", "0k"]) == 0
+    assert "warning" not in capsys.readouterr().err  # asked only for what exists
 
 
 # -- model config -----------------------------------------------------------------------------------------
