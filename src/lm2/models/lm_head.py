@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -31,7 +29,7 @@ class CausalLMHeadMixin:
         hidden: torch.Tensor,
         labels: torch.Tensor | None,
         logits_to_keep: int | torch.Tensor,
-        **loss_kwargs: Any,
+        num_items_in_batch: int | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T', V) of the kept positions of hidden (B, T, D) and, with labels (B, T), the shifted
         next-token cross-entropy over all positions (ignoring -100; ``num_items_in_batch`` is honoured)."""
@@ -44,6 +42,9 @@ class CausalLMHeadMixin:
         full_logits = logits if logits.shape[1] == hidden.shape[1] else self.lm_head(hidden)
         # transformers' causal-LM loss shifts the labels, not the logits (no copy of the (B, T, V) logits).
         loss = self.loss_function(
-            logits=full_logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs
+            logits=full_logits,
+            labels=labels,
+            vocab_size=self.config.vocab_size,
+            num_items_in_batch=num_items_in_batch,
         )
         return logits, loss

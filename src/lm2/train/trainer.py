@@ -36,6 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+from lm2.models.outputs import CACHE_FIELD, output_cache
 from lm2.train.checkpoint import (
     MANIFEST,
     CheckpointError,
@@ -136,7 +137,7 @@ def run_pieces(
         keep = {} if len(cols) == e - s else {"logits_to_keep": cols}
         with sync(i == last), torch.set_grad_enabled(learn):
             with autocast():
-                out = model(input_ids=x[:, s:e], past_key_values=cache, use_cache=last > 0, **keep)
+                out = model(input_ids=x[:, s:e], use_cache=last > 0, **{CACHE_FIELD: cache}, **keep)
             logits = out.logits.float()  # (B, k, V)
             if logits.shape[1] != len(cols):  # a model that ignores logits_to_keep
                 logits = logits[:, cols]
@@ -148,7 +149,7 @@ def run_pieces(
             if learn:
                 backward(ce * loss_scale)
         total += ce.item()
-        cache = detach_cache(out.past_key_values) if i < last else None
+        cache = detach_cache(output_cache(out)) if i < last else None
     return total
 
 
