@@ -28,7 +28,7 @@ SHRINK = [
             'data.valid_samples=4"'
         ),
     ),
-    (r"^lm2 eval babilong .*", lambda m: m.group(0) + " --samples 1 --batch-size 1 --device cpu"),
+    (r"^lm2 eval babilong .*", lambda m: m.group(0) + " --samples 1 --device cpu"),
 ]
 
 
