@@ -402,7 +402,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(
                 f"loss is {loss} at step {step + 1}: training stopped before the update; {self._last_good()} "
-                "(lower optim.lr, raise optim.warmup_steps or set optim.grad_clip)"
+                "(lower optim.lr, raise optim.warmup_steps or set optim.grad_clip, then --resume)"
             )
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -416,7 +416,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 raise TrainingDiverged(
                     f"the gradient norm is {grad_norm} at step {step + 1}: training stopped before the "
-                    f"update; {self._last_good()} (lower optim.lr or set optim.grad_clip)"
+                    f"update; {self._last_good()} (lower optim.lr or set optim.grad_clip, then --resume)"
                 )
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -435,7 +435,7 @@ class Trainer:
         last = list_checkpoints(self.ckpt_root)
         if not last:
             return "no checkpoint was written yet"
-        return f"the last good checkpoint is {last[-1]} (lm2 train --resume continues from it)"
+        return f"the last good checkpoint is {last[-1]}"
 
     def _real_tokens(self, batch: Batch) -> int:
         """Input positions up to each row's last target (right padding excluded)."""
@@ -503,7 +503,7 @@ class Trainer:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise TrainingDiverged(
                 f"the weights hold NaN/inf after step {self.step}: not saved; {self._last_good()} "
-                "(lower optim.lr or set optim.grad_clip)"
+                "(lower optim.lr or set optim.grad_clip, then --resume)"
             )
         if self.main:
             try:
@@ -611,7 +611,7 @@ class Trainer:
 
 
 def _dict_diff(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
-    """``prefix.key: old -> new`` for every dotted key whose value differs (missing keys read as unset)."""
+    """``prefix.key: OLD in the checkpoint, NEW now`` for every dotted key whose value differs."""
     diffs = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key, "unset"), new.get(key, "unset")
