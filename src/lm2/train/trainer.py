@@ -71,35 +71,17 @@ class TrainingDiverged(RuntimeError):
 
 
 def detach_cache(cache: Any) -> Any:
-    """Cut the autograd graph of every tensor a cache holds (in place where the container allows).
+    """The cache cut from the autograd graph (truncated backpropagation through time between pieces).
 
-    Works for transformers' ``DynamicCache`` and any cache object that keeps its tensors in attributes,
-    lists, tuples or dicts (LM2's memory state included); modules reachable from it are left alone.
+    LM2's and RMT's caches detach themselves; transformers' ``DynamicCache`` (the llama family) is
+    detached layer by layer.
     """
-    seen: set[int] = set()
-
-    def walk(obj: Any) -> Any:
-        if isinstance(obj, torch.Tensor):
-            return obj.detach()
-        if obj is None or isinstance(obj, (str, int, float, bool, torch.nn.Module, type)) or id(obj) in seen:
-            return obj
-        seen.add(id(obj))
-        if isinstance(obj, list):
-            obj[:] = [walk(x) for x in obj]
-        elif isinstance(obj, tuple):
-            items = [walk(x) for x in obj]
-            return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
-        elif isinstance(obj, dict):
-            for key in list(obj):
-                obj[key] = walk(obj[key])
-        elif hasattr(obj, "__dict__"):
-            for key, value in list(vars(obj).items()):
-                new = walk(value)
-                if new is not value:
-                    setattr(obj, key, new)
-        return obj
-
-    return walk(cache)
+    if hasattr(cache, "detach"):
+        return cache.detach()
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None:
+            layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+    return cache
 
 
 def run_pieces(

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
-from lm2.models.lm2.cache_lm2 import LM2Cache
+from lm2.models.lm2.cache_lm2 import LM2Cache, LM2LayerCache
 from lm2.models.lm2.configuration_lm2 import LM2Config
 from lm2.models.lm_head import CausalLMHeadMixin
 from lm2.models.loading import llama_config_to_lm2, load_every_weight, load_llama, refuse_pickles
-from lm2.models.outputs import base_output, causal_lm_output, output_cache, pick_cache, refuse_unknown
+from lm2.models.outputs import base_output, pick_cache, refuse_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class LM2Block(nn.Module):
                 topk=config.memory_topk,
                 init=config.memory_init,
                 forget_bias=config.memory_forget_bias,
+                impl=config.memory_impl,
             )
             if layer_idx in config.memory_layer_indices
             else None
@@ -58,27 +59,19 @@ class LM2Block(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         layout: SegmentLayout | None,
-        cache: LM2Cache | None,
-        memory_impl: str,
+        cache: LM2LayerCache | None,
     ) -> torch.Tensor:
-        i = self.layer_idx
         h = self.input_layernorm(x)  # (B, T, D), what both self-attention and memory see
-        past_kv = None
-        if cache is not None and cache.keys[i] is not None:
-            past_kv = (cache.keys[i], cache.values[i])
-        attn, (k, v) = self.self_attn(h, cos, sin, mask, past_kv)
-        if cache is not None:
-            cache.keys[i], cache.values[i] = k, v
-        x = x + attn
+        x = x + self.self_attn(h, cos, sin, mask, cache)
         if self.memory is not None:
-            state = cache.memory[i] if cache is not None else None
+            state = cache.memory if cache is not None else None
             if state is None:
                 state = self.memory.initial(x.shape[0], x.device, x.dtype)
-            buffer = cache.segment[i] if cache is not None else None
-            state_kv = cache.memory_kv[i] if cache is not None else None
-            read, state, buffer, state_kv = self.memory(h, layout, state, buffer, memory_impl, state_kv)
+            segment = cache.segment if cache is not None else None
+            state_kv = cache.memory_kv if cache is not None else None
+            read, state, segment, state_kv = self.memory(h, layout, state, segment, state_kv)
             if cache is not None:
-                cache.memory[i], cache.segment[i], cache.memory_kv[i] = state, buffer, state_kv
+                cache.update_memory(state, segment, state_kv)
             x = x + read
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -159,6 +152,7 @@ class LM2Model(LM2PreTrainedModel):
         past_key_values: LM2Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cache: LM2Cache | None = None,
@@ -172,6 +166,8 @@ class LM2Model(LM2PreTrainedModel):
         valid tokens (so left padding does not shift positions).
         """
         refuse_unknown(kwargs, type(self).__name__)
+        if output_attentions:
+            raise ValueError("LM2 does not return attention weights: output_attentions is unsupported")
         config = self.config
         use_cache = config.use_cache if use_cache is None else use_cache
         output_hidden_states = bool(output_hidden_states)
@@ -222,7 +218,7 @@ class LM2Model(LM2PreTrainedModel):
         outputs, hidden_states = [], []
         for start in range(0, T, chunk):
             part = slice(start, start + chunk)
-            x, hidden = self._decode(
+            x, hidden = self._run_blocks(
                 inputs_embeds[:, part],
                 valid[:, part],
                 None if position_ids is None else position_ids[:, part],
@@ -237,7 +233,7 @@ class LM2Model(LM2PreTrainedModel):
         out = base_output(x, cache if use_cache else None, tuple(hidden_states) if output_hidden_states else None)
         return out if return_dict else out.to_tuple()
 
-    def _decode(
+    def _run_blocks(
         self,
         x: torch.Tensor,
         valid: torch.Tensor,
@@ -279,7 +275,7 @@ class LM2Model(LM2PreTrainedModel):
             layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
         hidden_states = [x] if output_hidden_states else []
         for block in self.layers:
-            x = block(x, cos, sin, mask, layout, cache, config.memory_impl)
+            x = block(x, cos, sin, mask, layout, None if cache is None else cache.layers[block.layer_idx])
             if output_hidden_states:
                 hidden_states.append(x)
         x = self.norm(x)
@@ -365,36 +361,3 @@ class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         # generate() must not build a DynamicCache: the first forward creates an LM2Cache.
         return False
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: LM2Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        cache: LM2Cache | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast | tuple:
-        """Logits for the new tokens; with labels, the mean next-token cross-entropy (ignoring -100)."""
-        refuse_unknown(kwargs, type(self).__name__)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=pick_cache(cache, past_key_values),
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, num_items_in_batch)
-        result = causal_lm_output(loss, logits, output_cache(out), out.hidden_states)
-        return result if return_dict else result.to_tuple()

@@ -34,12 +34,12 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model
 from lm2.models.lm_head import CausalLMHeadMixin
 from lm2.models.loading import load_every_weight, refuse_pickles
-from lm2.models.outputs import base_output, causal_lm_output, output_cache, pick_cache, refuse_unknown
+from lm2.models.outputs import base_output, pick_cache, refuse_unknown
 from lm2.models.rmt.configuration_rmt import RMTConfig
 
 
@@ -339,36 +339,3 @@ class RMTForCausalLM(CausalLMHeadMixin, RMTPreTrainedModel, GenerationMixin):
         inputs = super().prepare_inputs_for_generation(*args, **kwargs)
         inputs.pop("position_ids", None)  # generate() derives them from the mask; RMT sets its own
         return inputs
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: RMTCache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        cache: RMTCache | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
-        refuse_unknown(kwargs, type(self).__name__)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=pick_cache(cache, past_key_values),
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, num_items_in_batch)
-        result = causal_lm_output(loss, logits, output_cache(out))
-        return result if self._return_dict(return_dict) else result.to_tuple()
