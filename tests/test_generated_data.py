@@ -186,3 +186,27 @@ def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_q
 def test_bad_generate_configs_are_named(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(_generate_config(tmp_path, tmp_path / "tok"), [override])
+
+
+def test_built_babilong_rows_mark_their_fact_tokens(word_tok) -> None:
+    from lm2.data.babi.generator import generate_samples
+    from lm2.data.babilong import TokenCounter, build_row, prepare_background
+    from lm2.train.data import QADataset
+
+    tok = word_tok[1]
+    counter = TokenCounter(tok)
+    bg = prepare_background(synthetic_background(500, seed=0), counter)
+    samples = generate_samples("qa1", 3, seed=0)
+    rows = [build_row(s, 200, bg, counter, seed=0, sample_id=i) for i, s in enumerate(samples)]
+    ds = QADataset(rows, tok)
+    batch = ds.collate(range(3))
+    for b, row in enumerate(rows):
+        marked = tok.convert_ids_to_tokens(batch.input_ids[b][batch.fact_mask[b]].tolist())
+        facts = [t for f in row["facts"] for t in tok.tokenize(f)]
+        assert marked == facts
+    assert (
+        QADataset([{k: r[k] for k in ("input", "question", "target")} for r in rows], tok)
+        .collate(range(3))
+        .fact_mask
+        is None
+    )
