@@ -76,6 +76,13 @@ def test_samples_are_a_pure_function_of_their_key(gen_qa) -> None:
     assert part.input_ids[0].equal(a.input_ids[3, :width]) and (a.targets[3, width:] == IGNORE).all()
 
 
+def test_filler_range_draws_every_length_in_it(gen_qa) -> None:
+    g = GenerateConfig(tasks="qa1", filler_range=[5, 9], facts=[1, 1])
+    seen = {gen_qa.rows(g, (0, 0, 0, r))[0]["filler_tokens"] for r in range(60)}
+    assert seen == {5, 6, 7, 8, 9}
+    assert {r["filler_tokens"] for r in gen_qa.validation_rows(g, 0, 2)} == {5, 9}
+
+
 def test_scattered_facts_keep_the_minimum_distance(gen_qa) -> None:
     g = GenerateConfig(tasks="qa2", filler=[80], placement="scattered", min_fact_distance=50)
     for r in range(20):
@@ -174,6 +181,7 @@ def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_q
         ("data.generate.placement=last", "data.generate.placement must be one of first, scattered"),
         ("data.generate.min_fact_distance=8", "min_fact_distance (8) exceeds the smallest filler (0)"),
         ("data.generate.facts=[3,1]", "facts must be [lo, hi] with 1 <= lo <= hi"),
+        ("data.generate.filler_range=[9,2]", "filler_range must be [lo, hi] with 0 <= lo <= hi"),
         ("data.generate.tasks=qa99", "unknown bAbI task"),
         (
             "data.generate.tasks=qa1-qa2",

@@ -433,7 +433,10 @@ class GeneratedQA:
         """``facts`` and ``F`` filler tokens laid out as ``gen`` says: ``input`` and where the facts are."""
         from lm2.data.babilong import assemble_input, choose_gaps, take_background
 
-        filler = int(gen.filler[int(rng.integers(len(gen.filler)))])
+        if gen.filler_range is not None:
+            filler = int(rng.integers(gen.filler_range[0], gen.filler_range[1] + 1))
+        else:
+            filler = int(gen.filler[int(rng.integers(len(gen.filler)))])
         pieces, counts, _ = take_background(self.background, self.counter, rng, filler)
         gaps = choose_gaps(counts, len(facts), supporting, rng, gen.placement, gen.min_fact_distance)
         text, total, positions = assemble_input(facts, self._count(facts), pieces, counts, gaps, self.counter)
@@ -518,7 +521,7 @@ class GeneratedQA:
         """``count`` single-question rows for each validation filler, from a stream no training step draws."""
         single = dataclasses.replace(gen, questions="one")
         out = []
-        for filler in gen.valid_filler or gen.filler:
-            fixed = dataclasses.replace(single, filler=[filler])
+        for filler in gen.valid_filler or gen.filler_choices():
+            fixed = dataclasses.replace(single, filler=[filler], filler_range=None)
             out += [self.rows(fixed, (seed, VALID_STREAM, filler, i))[0] for i in range(count)]
         return out

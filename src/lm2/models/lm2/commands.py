@@ -92,7 +92,7 @@ def recall_accuracy(
 ) -> float:
     """Share of ``samples`` held-out samples with ``filler`` tokens between facts and question whose every
     answer token is the model's top prediction (drawn from the validation stream, never trained on)."""
-    fixed = dataclasses.replace(gen, filler=[filler], questions="one")
+    fixed = dataclasses.replace(gen, filler=[filler], filler_range=None, questions="one")
     model.eval()
     hits = 0
     for start in range(0, samples, batch_size):
