@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from lm2.cli import main
 from lm2.eval.loading import load_model_and_tokenizer
 from lm2.eval.ppl import perplexity, sequence_nll
+from lm2.models.outputs import CACHE_FIELD
 from tests.conftest import shared_path
 from tests.test_eval_fixtures import make_checkpoint
 
@@ -58,9 +59,9 @@ class _NoCache:
     def __init__(self, model) -> None:
         self.model, self.device, self.calls = model, model.device, []
 
-    def __call__(self, input_ids, past_key_values=None, use_cache=False):
+    def __call__(self, input_ids, use_cache=False, **cache):
         self.calls.append(input_ids.shape[1])
-        return SimpleNamespace(logits=self.model(input_ids).logits, past_key_values=None)
+        return SimpleNamespace(logits=self.model(input_ids).logits, **{CACHE_FIELD: None})
 
 
 def test_sliding_window_without_a_cache(tiny) -> None:

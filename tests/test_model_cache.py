@@ -79,10 +79,10 @@ def test_chunking_invariance(overrides) -> None:
             for i in range(model.config.num_hidden_layers):
                 if model.config.use_memory:
                     torch.testing.assert_close(
-                        cache.memory[i], whole.past_key_values.memory[i], rtol=1e-10, atol=1e-10
+                        cache.layers[i].memory, whole.past_key_values.layers[i].memory, rtol=1e-10, atol=1e-10
                     )
                 torch.testing.assert_close(
-                    cache.keys[i], whole.past_key_values.keys[i], rtol=1e-10, atol=1e-10
+                    cache.layers[i].keys, whole.past_key_values.layers[i].keys, rtol=1e-10, atol=1e-10
                 )
     window = overrides.get("attention_window")
     if window is not None:
@@ -159,7 +159,7 @@ def test_long_windowed_input_runs_in_chunks_with_the_same_result() -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     for i in range(2):
         torch.testing.assert_close(
-            chunked.past_key_values.memory[i], whole.past_key_values.memory[i], rtol=1e-10, atol=1e-10
+            chunked.past_key_values.layers[i].memory, whole.past_key_values.layers[i].memory, rtol=1e-10, atol=1e-10
         )
 
 

@@ -3,13 +3,12 @@
 A checkpoint folder is what ``save_pretrained`` writes for the model and the tokenizer: ``config.json``,
 the weights (``model.safetensors``, a sharded ``model.safetensors.index.json`` + shards, or
 ``pytorch_model.bin``) and the tokenizer files (``tokenizer.json`` or ``tokenizer_config.json`` + vocab).
-Any Hugging Face causal LM works; LM2 and the baselines register themselves with the Auto classes when
-their packages are imported, which :func:`load_model_and_tokenizer` does first.
+Any Hugging Face causal LM works; LM2 and RMT are registered with the Auto classes by `lm2.models`, which
+every lm2 module imports (through the package `lm2`).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -20,19 +19,6 @@ import torch
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-# Packages that register model classes with AutoModelForCausalLM; absent ones are skipped.
-_MODEL_PACKAGES = ("lm2.models", "lm2.models.lm2", "lm2.models.rmt")
-
-
-def _register_model_classes() -> None:
-    for name in _MODEL_PACKAGES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is None or not name.startswith(err.name):
-                raise  # a real import error inside an existing package must surface
-
 
 def check_checkpoint(path: str | os.PathLike) -> Path:
     """Check that ``path`` holds a loadable model + tokenizer; raise naming the missing or corrupt file."""
@@ -116,7 +102,6 @@ def load_model_and_tokenizer(
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     path = check_checkpoint(path)
-    _register_model_classes()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     except (ValueError, KeyError) as err:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lm2.eval.loading import load_model_and_tokenizer
+from lm2.models.outputs import CACHE_FIELD, output_cache
 from lm2.utils.io import atomic_write_text
 
 
@@ -47,10 +48,10 @@ def sequence_nll(
     prev_last: torch.Tensor | None = None  # logits of the previous segment's last position (V,)
     for start in range(0, len(ids), segment_length):
         seg = ids[start : start + segment_length]
-        out = model(input_ids=seg[None], past_key_values=past, use_cache=True)
-        if out.past_key_values is None:  # no state to carry: score with a sliding window
+        out = model(input_ids=seg[None], use_cache=True, **{CACHE_FIELD: past})
+        past = output_cache(out)
+        if past is None:  # no state to carry: score with a sliding window
             return *_sliding_window_nll(model, ids, segment_length, window), "sliding-window"
-        past = out.past_key_values
         logits = out.logits[0]  # (S, V)
         if prev_last is not None:  # the boundary: the last token before the segment predicts its first
             logits = torch.cat([prev_last[None], logits])

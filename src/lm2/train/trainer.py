@@ -36,6 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+from lm2.models.outputs import CACHE_FIELD, output_cache
 from lm2.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from lm2.train.config import Config, load_config
 from lm2.train.data import (
@@ -61,35 +62,17 @@ class TrainingDiverged(RuntimeError):
 
 
 def detach_cache(cache: Any) -> Any:
-    """Cut the autograd graph of every tensor a cache holds (in place where the container allows).
+    """The cache cut from the autograd graph (truncated backpropagation through time between pieces).
 
-    Works for transformers' ``DynamicCache`` and any cache object that keeps its tensors in attributes,
-    lists, tuples or dicts (LM2's memory state included); modules reachable from it are left alone.
+    LM2's and RMT's caches detach themselves; transformers' ``DynamicCache`` (the llama family) is
+    detached layer by layer.
     """
-    seen: set[int] = set()
-
-    def walk(obj: Any) -> Any:
-        if isinstance(obj, torch.Tensor):
-            return obj.detach()
-        if obj is None or isinstance(obj, (str, int, float, bool, torch.nn.Module, type)) or id(obj) in seen:
-            return obj
-        seen.add(id(obj))
-        if isinstance(obj, list):
-            obj[:] = [walk(x) for x in obj]
-        elif isinstance(obj, tuple):
-            items = [walk(x) for x in obj]
-            return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
-        elif isinstance(obj, dict):
-            for key in list(obj):
-                obj[key] = walk(obj[key])
-        elif hasattr(obj, "__dict__"):
-            for key, value in list(vars(obj).items()):
-                new = walk(value)
-                if new is not value:
-                    setattr(obj, key, new)
-        return obj
-
-    return walk(cache)
+    if hasattr(cache, "detach"):
+        return cache.detach()
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None:
+            layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+    return cache
 
 
 def run_pieces(
@@ -127,7 +110,7 @@ def run_pieces(
         keep = {} if len(cols) == e - s else {"logits_to_keep": cols}
         with sync(i == last), torch.set_grad_enabled(learn):
             with autocast():
-                out = model(input_ids=x[:, s:e], past_key_values=cache, use_cache=last > 0, **keep)
+                out = model(input_ids=x[:, s:e], use_cache=last > 0, **{CACHE_FIELD: cache}, **keep)
             logits = out.logits.float()  # (B, k, V)
             if logits.shape[1] != len(cols):  # a model that ignores logits_to_keep
                 logits = logits[:, cols]
@@ -139,7 +122,7 @@ def run_pieces(
             if learn:
                 backward(ce * loss_scale)
         total += ce.item()
-        cache = detach_cache(out.past_key_values) if i < last else None
+        cache = detach_cache(output_cache(out)) if i < last else None
     return total
 
 
