@@ -80,9 +80,8 @@ DIRECTIONS = {"n": "n", "e": "e", "s": "s", "w": "w", "north": "n", "east": "e",
 # Where the words metric's first sentence ends; "<context>" and "<example>" open a prompt the model invents.
 _SENTENCE_END = re.compile(r"[.!?\n]|<context>|<example>", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
-# A list item's marker: a bullet, or one letter / one or two digits closed by ) . or : ("A)", "(b)", "1."), or
-# in brackets ("[A]").
-# One letter only, so that "No. He is not." is not read as an item "He is not".
+# A list item's marker: a bullet, or one letter / one or two digits closed by ) . or : ("A)", "(b)", "1.") or
+# in brackets ("[A]"). One letter only, so that "No. He is not." is not read as an item "He is not".
 _ITEM = re.compile(r"^\s*(?:[-*•+]|\(?(?:[a-z]|\d{1,2})[).:]|\[(?:[a-z]|\d{1,2})\])(?:\s+|$)", re.IGNORECASE)
 # A field name opening a line: "Answer:", "response:", "[Response]:".
 _FIELD = re.compile(r"^\s*\[?[a-z][a-z _-]{0,24}\]?\s*:", re.IGNORECASE)
@@ -131,10 +130,8 @@ def _option(line: str) -> tuple[str, str] | None:
     m = _ITEM.match(line)
     if m is None or _FIELD.match(line[m.end() :]):
         return None
-    kind = re.sub(
-        r"\d+", "0", re.sub(r"[a-z]", "a", m.group().strip().lower())
-    )  # "B)" -> "a)", "12." -> "0."
-    return kind, line[m.end() :]
+    letters_as_a = re.sub(r"[a-z]", "a", m.group().strip().lower())
+    return re.sub(r"\d+", "0", letters_as_a), line[m.end() :]  # kinds: "B)" -> "a)", "12." -> "0."
 
 
 def _opening_options(lines: list[str]) -> list[str]:
@@ -180,15 +177,17 @@ def answer_parts(prediction: str, is_label: Callable[[str], bool], question: str
         if options:
             return [first_sentence(option) for option in options]
         text = _strip_item(line)
-        said = words(text)
-        if (
-            not text.strip()
-            or _is_header(text, is_label)
-            or (asked and said[said[:1] == ["question"] :] == asked)
-        ):
+        if not text.strip() or _is_header(text, is_label) or _repeats(words(text), asked):
             continue
         return [first_sentence(text)]
     return []
+
+
+def _repeats(said: list[str], question: list[str]) -> bool:
+    """Whether a line's words are the question's, "Question:" in front or not."""
+    if said[:1] == ["question"]:
+        said = said[1:]
+    return bool(question) and said == question
 
 
 def words_correct(prediction: str, target: str, question: str, task: str, labels: Iterable[str] = ()) -> bool:

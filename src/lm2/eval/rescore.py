@@ -110,29 +110,33 @@ def read_harness_csv(path: Path, model: str, task: str, length: str, missing_as_
         missing_as_empty: read an output cell that pandas reads as missing ("None", "NA", "null", ...) as an
             empty answer, as the authors' results script does.
     """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            columns, rows = reader.fieldnames or [], list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a readable UTF-8 CSV ({err})") from err
+    missing = [c for c in HARNESS_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {', '.join(missing)} (harness CSVs have {', '.join(HARNESS_COLUMNS)})"
+        )
     records = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in HARNESS_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"{path}: no column {', '.join(missing)} (harness CSVs have {', '.join(HARNESS_COLUMNS)})"
-            )
-        for index, row in enumerate(reader):
-            if not (row["target"] or "").strip():
-                raise ValueError(f"{path}: row {index + 1} has an empty target")
-            output = row["output"] or ""
-            records.append(
-                {
-                    "model": model,
-                    "task": task,
-                    "length": length,
-                    "id": str(index),
-                    "question": row["question"] or "",
-                    "target": row["target"],
-                    "prediction": "" if missing_as_empty and output in PANDAS_MISSING else output,
-                }
-            )
+    for index, row in enumerate(rows):
+        if not (row["target"] or "").strip():
+            raise ValueError(f"{path}: row {index + 1} has an empty target")
+        output = row["output"] or ""  # a short row leaves later cells None
+        records.append(
+            {
+                "model": model,
+                "task": task,
+                "length": length,
+                "id": str(index),
+                "question": row["question"] or "",
+                "target": row["target"],
+                "prediction": "" if missing_as_empty and output in PANDAS_MISSING else output,
+            }
+        )
     return records
 
 
