@@ -159,10 +159,7 @@ def test_long_windowed_input_runs_in_chunks_with_the_same_result() -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     for i in range(2):
         torch.testing.assert_close(
-            chunked.past_key_values.layers[i].memory,
-            whole.past_key_values.layers[i].memory,
-            rtol=1e-10,
-            atol=1e-10,
+            chunked.past_key_values.layers[i].memory, whole.past_key_values.layers[i].memory, rtol=1e-10, atol=1e-10
         )
 
 

@@ -20,7 +20,6 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-
 def check_checkpoint(path: str | os.PathLike) -> Path:
     """Check that ``path`` holds a loadable model + tokenizer; raise naming the missing or corrupt file."""
     path = Path(path)

@@ -28,7 +28,6 @@ from lm2.models.outputs import base_output, pick_cache, refuse_unknown
 
 logger = logging.getLogger(__name__)
 
-
 class LM2Block(nn.Module):
     def __init__(self, config: LM2Config, layer_idx: int) -> None:
         super().__init__()
@@ -196,9 +195,7 @@ class LM2Model(LM2PreTrainedModel):
 
         cache = pick_cache(cache, past_key_values)
         if cache is not None and not isinstance(cache, LM2Cache):
-            raise ValueError(
-                f"the cache must be an LM2Cache (as returned by this model), got {type(cache).__name__}"
-            )
+            raise ValueError(f"the cache must be an LM2Cache (as returned by this model), got {type(cache).__name__}")
         if cache is None and use_cache:
             cache = LM2Cache(config.num_hidden_layers)
         has_past = cache is not None and cache.is_initialized
@@ -233,9 +230,7 @@ class LM2Model(LM2PreTrainedModel):
         x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
         if output_hidden_states:
             hidden_states = [torch.cat(per_layer, 1) for per_layer in zip(*hidden_states, strict=True)]
-        out = base_output(
-            x, cache if use_cache else None, tuple(hidden_states) if output_hidden_states else None
-        )
+        out = base_output(x, cache if use_cache else None, tuple(hidden_states) if output_hidden_states else None)
         return out if return_dict else out.to_tuple()
 
     def _run_blocks(

@@ -172,7 +172,9 @@ class RMTModel(RMTPreTrainedModel):
                 "RMT returns only the last hidden states; output_attentions/hidden_states are unsupported"
             )
         if past is not None and not isinstance(past, RMTCache):
-            raise ValueError(f"RMT's cache must be an RMTCache, got {type(past).__name__}")
+            raise ValueError(
+                f"RMT's cache must be an RMTCache, got {type(past).__name__}"
+            )
         use_cache = self.config.use_cache if use_cache is None else use_cache
 
         if input_ids is not None:
@@ -198,7 +200,9 @@ class RMTModel(RMTPreTrainedModel):
             pending = [inputs_embeds.new_zeros(0, self.config.hidden_size) for _ in range(B)]
         else:
             if past.batch_size != B:
-                raise ValueError(f"the cache holds {past.batch_size} samples but the input has {B}")
+                raise ValueError(
+                    f"the cache holds {past.batch_size} samples but the input has {B}"
+                )
             memory, pending = past.memory, past.pending
 
         hidden, memory, pending = self._recur(inputs_embeds, valid, memory, pending)
