@@ -121,6 +121,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, harness, capsys) -> None:
         return err
 
     assert "does not exist" in run(tmp_path / "missing")
+    (tmp_path / "o").write_text("a file")
+    assert "is a file; give a folder" in run(harness)
+    (tmp_path / "o").unlink()
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no BABILong harness CSVs" in run(empty)

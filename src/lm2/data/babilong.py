@@ -22,9 +22,12 @@ input's true token count, give or take a token or two where the cut sentence re-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lm2.data.babi.types import Sample, check_task
 from lm2.data.background import Background
-from lm2.utils.io import atomic_write, iter_jsonl
+from lm2.utils.io import atomic_write, check_out_folder, iter_jsonl
 
 PROMPT_RESERVE = 300  # tokens the authors leave for instruction, examples, question (create_tasks.py)
 MAX_LENGTH = 10_000_000  # BABILong goes to 10M tokens; beyond that is surely a typo
@@ -378,6 +381,7 @@ def build_babilong(
     user input — task names, lengths, the prompt reserve, samples that do not fit, a background too short
     for the longest length — is checked before the first file is written.
     """
+    check_out_folder(out, "<length>/<task>.jsonl and manifest.json")
     tasks = [check_task(t) for t in samples]
     lengths = [parse_length(x) for x in lengths]
     for length in lengths:
@@ -404,21 +408,10 @@ def build_babilong(
                 )
 
     out = Path(out)
-    written: list[Path] = []
-    bar = tqdm(
-        total=len(tasks) * len(lengths) * num_samples, desc="babilong", unit="row", disable=not progress
-    )
-    for length in lengths:
-        for task in tasks:
-            plan, fact_tokens = plans[task]
-
-            rows = (
-                {**build_row(samples[task][i], length, prepared, counter, seed, i, prompt_reserve, fact_tokens[i]),
-                 "facts_source": facts_source}
-                for i in plan[length]
-            )  # fmt: skip
-            written.append(write_jsonl(out / length_name(length) / f"{task}.jsonl", rows, bar))
-    bar.close()
+    planned = [out / length_name(length) / f"{task}.jsonl" for length in lengths for task in tasks]
+    for path in [*planned, out / "manifest.json"]:  # temporary files of a build killed part-way
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     manifest = {
         "format": "lm2-babilong-v1",
         "tasks": tasks,
@@ -433,10 +426,57 @@ def build_babilong(
         "background_tokens": prepared.total_tokens,
         "tokenizer": counter.name,
         "facts_source": facts_source,
-        "files": [str(p.relative_to(out)) for p in written],
+        "files": [str(p.relative_to(out)) for p in planned],
+        "complete": False,
     }
-    atomic_write(out / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+
+    def write_manifest() -> None:
+        atomic_write(out / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+
+    # The manifest comes first, marked unfinished, so a set cut short by a kill is recognised as such
+    # (evaluation refuses it) instead of passing for a smaller one.
+    write_manifest()
+    written: list[Path] = []
+    bar = tqdm(
+        total=len(tasks) * len(lengths) * num_samples, desc="babilong", unit="row", disable=not progress
+    )
+    with _terminate_as_exit():
+        for length in lengths:
+            for task in tasks:
+                plan, fact_tokens = plans[task]
+
+                rows = (
+                    {**build_row(samples[task][i], length, prepared, counter, seed, i, prompt_reserve, fact_tokens[i]),
+                     "facts_source": facts_source}
+                    for i in plan[length]
+                )  # fmt: skip
+                written.append(write_jsonl(out / length_name(length) / f"{task}.jsonl", rows, bar))
+    bar.close()
+    manifest["complete"] = True
+    write_manifest()
     return written
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into SystemExit while files are written, so the temporary file is removed.
+
+    (Their default action ends the process on the spot; Ctrl-C already raises KeyboardInterrupt. A
+    SIGKILL cannot be caught: the next build removes what it leaves.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 __all__ = [

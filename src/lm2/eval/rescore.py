@@ -28,6 +28,7 @@ from lm2.data.babi.types import check_task
 from lm2.eval.babilong import PREDICTIONS, aggregate, read_predictions, to_markdown, write_tables
 from lm2.eval.matcher import Metric, labels_for
 from lm2.eval.rows import length_label
+from lm2.utils.io import check_out_folder
 
 HARNESS_COLUMNS = ("target", "output", "question")
 PREDICTION_KEYS = ("model", "task", "length", "id", "question", "target", "prediction")
@@ -231,6 +232,7 @@ def eval_rescore(predictions: str, out: str, metric: Metric, prompt_config: str 
             instruction_yes_examples_yes_post_prompt_yes (the file name after the length); a folder with
             one set-up is scored for it.
     """
+    target = check_out_folder(out, "results.{md,csv,json}")
     paths = [Path(p.strip()) for p in predictions.split(",") if p.strip()]
     if not paths:
         raise ValueError("--predictions needs at least one folder or predictions.jsonl")
@@ -239,7 +241,6 @@ def eval_rescore(predictions: str, out: str, metric: Metric, prompt_config: str 
         if source.kind == "harness":
             print(f"{source.path}: prompt config {source.config or '(none)'}", file=sys.stderr)
     results = rescore(sources, metric)
-    target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     write_tables(results, target)
     print(to_markdown(results))

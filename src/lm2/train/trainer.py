@@ -37,7 +37,16 @@ import torch.nn.functional as F
 import yaml
 
 from lm2.models.outputs import CACHE_FIELD, output_cache
-from lm2.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from lm2.train.checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    list_checkpoints,
+    list_step_dirs,
+    load_checkpoint,
+    read_trainer_state,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from lm2.train.config import Config, load_config
 from lm2.train.data import (
     IGNORE,
@@ -167,8 +176,11 @@ class Trainer:
         if r.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("train.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[r.precision]
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file; give a folder for the run (it will be created)")
         self.ckpt_root = self.out / "checkpoints"
-        existing = list_checkpoints(self.ckpt_root)
+        # Every step folder counts, complete or not: a new run must never overwrite one.
+        existing = list_step_dirs(self.ckpt_root)
         if existing and not resume:
             raise ValueError(
                 f"{self.out} already holds checkpoints ({existing[-1].name}); pass --resume or another --out"
@@ -199,6 +211,8 @@ class Trainer:
         self.resumed_from: Path | None = None
         if resume and existing:
             self._resume(existing[-1])
+        elif resume and self.main:
+            print(f"lm2 train: no checkpoint in {self.ckpt_root}: starting from step 0", file=sys.stderr)
         self.ddp = None
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -258,19 +272,56 @@ class Trainer:
         self.valid_qa = QADataset(valid_rows, self.tokenizer, **kwargs) if valid_rows else None
 
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path, self.model, self.optimizer)
+        """Continue from ``path``, the newest step folder; everything is checked before any weight loads."""
+        if not (path / MANIFEST).is_file():
+            # Never fall back silently to an older checkpoint: training on would overwrite this folder.
+            older = list_checkpoints(self.ckpt_root)
+            way_out = (
+                f"move it out of {self.ckpt_root} to resume from {older[-1].name}"
+                if older
+                else "move it away"
+            )
+            raise CheckpointError(
+                f"cannot resume: the newest checkpoint {path} has no {MANIFEST} (an unfinished or damaged "
+                f"save); nothing was changed: {way_out}, or train into another --out"
+            )
+        verify_checkpoint(path)
+        state = read_trainer_state(path)
+        self._check_resumable(path, state)
+        load_checkpoint(path, self.model, self.optimizer, verify=False)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.resumed_from = path
+        if self.main:
+            print(
+                f"lm2 train: resuming from {path} (step {self.step} of {self.cfg.total_steps})",
+                file=sys.stderr,
+            )
+
+    def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse, in one line naming what differs, a checkpoint whose weights would not fit this run."""
         saved_model = state.get("config", {}).get("model")
-        if saved_model is not None and saved_model != self.cfg.to_dict()["model"]:
-            raise ValueError(f"cannot resume: the model section of the config differs from {path}'s")
+        if saved_model is not None:
+            diffs = _dict_diff(saved_model, self.cfg.to_dict()["model"], "model")
+            if diffs:
+                raise ValueError(
+                    f"cannot resume from {path}: the model section differs from the checkpoint's "
+                    f"({'; '.join(diffs)}); resume with the checkpoint's model section or use another --out"
+                )
+        saved_tok = load_tokenizer(path)
+        if saved_tok.get_vocab() != self.tokenizer.get_vocab():
+            raise ValueError(
+                f"cannot resume from {path}: the tokenizer differs from the one saved with it "
+                f"({len(saved_tok)} tokens there, {len(self.tokenizer)} in "
+                f"{self.cfg.data.tokenizer or self.cfg.model.pretrained}); set data.tokenizer={path} "
+                "or use another --out"
+            )
         if state.get("world_size", self.world) != self.world:
             raise ValueError(
                 f"cannot resume bit-identically: {path} was written by {state['world_size']} processes, "
                 f"this run has {self.world}"
             )
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.resumed_from = path
 
     # -- batches -------------------------------------------------------------------------------------
 
@@ -331,11 +382,9 @@ class Trainer:
         loss = loss_sum / n_targets
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
-            last = list_checkpoints(self.ckpt_root)
-            kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
             raise TrainingDiverged(
-                f"loss is {loss} at step {step + 1}: training stopped before the update; {kept} "
-                "(lower optim.lr, raise optim.warmup_steps or set optim.grad_clip)"
+                f"loss is {loss} at step {step + 1}: training stopped before the update; {self._last_good()} "
+                "(lower optim.lr, raise optim.warmup_steps or set optim.grad_clip, then --resume)"
             )
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -346,8 +395,10 @@ class Trainer:
             self.scaler.update()
         else:
             if not math.isfinite(grad_norm):
+                self.optimizer.zero_grad(set_to_none=True)
                 raise TrainingDiverged(
-                    f"the gradient norm is {grad_norm} at step {step + 1}: training stopped"
+                    f"the gradient norm is {grad_norm} at step {step + 1}: training stopped before the "
+                    f"update; {self._last_good()} (lower optim.lr or set optim.grad_clip, then --resume)"
                 )
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -360,6 +411,13 @@ class Trainer:
             "grad_norm": grad_norm,
             "tokens": int(n_tokens),
         }
+
+    def _last_good(self) -> str:
+        """Where to resume from after a divergence: the newest complete checkpoint (saved with finite weights)."""
+        last = list_checkpoints(self.ckpt_root)
+        if not last:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {last[-1]}"
 
     def _real_tokens(self, batch: Batch) -> int:
         """Input positions up to each row's last target (right padding excluded)."""
@@ -422,21 +480,35 @@ class Trainer:
         }
 
     def save(self) -> None:
-        if self.main:
-            path = save_checkpoint(
-                self.ckpt_root,
-                self.step,
-                self.model,
-                self.tokenizer,
-                self.optimizer,
-                self._state(),
-                self.cfg.train.keep_last,
+        # A checkpoint is "good" only with finite weights (an update can overflow with a finite loss);
+        # every process checks its identical copy, so all stop together.
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingDiverged(
+                f"the weights hold NaN/inf after step {self.step}: not saved; {self._last_good()} "
+                "(lower optim.lr or set optim.grad_clip, then --resume)"
             )
-            link = self.out / "last"
-            tmp = self.out / ".last.tmp"
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(path.relative_to(self.out))
-            os.replace(tmp, link)
+        if self.main:
+            try:
+                path = save_checkpoint(
+                    self.ckpt_root,
+                    self.step,
+                    self.model,
+                    self.tokenizer,
+                    self.optimizer,
+                    self._state(),
+                    self.cfg.train.keep_last,
+                )
+                link = self.out / "last"
+                tmp = self.out / ".last.tmp"
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(path.relative_to(self.out))
+                os.replace(tmp, link)
+            except OSError as err:  # a full disk, a lost mount: earlier checkpoints are intact
+                reason = err.strerror or str(err)
+                raise CheckpointError(
+                    f"cannot save the checkpoint of step {self.step} in {self.ckpt_root}: {reason}; "
+                    f"nothing was lost, {self._last_good()} (free space, then run again with --resume)"
+                ) from err
         if self.distributed:
             dist.barrier()
 
@@ -518,6 +590,18 @@ class Trainer:
             if log is not None:
                 log.close()
         return last_metrics
+
+
+def _dict_diff(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
+    """``prefix.key: OLD in the checkpoint, NEW now`` for every dotted key whose value differs."""
+    diffs = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "unset"), new.get(key, "unset")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _dict_diff(a, b, f"{prefix}.{key}")
+        elif a != b:
+            diffs.append(f"{prefix}.{key}: {a} in the checkpoint, {b} now")
+    return diffs
 
 
 # ----------------------------------------------------------------------------------------------------
