@@ -35,6 +35,7 @@ COMMANDS: dict[str, Any] = {
         "mmlu": "lm2.eval.mmlu:eval_mmlu",
         "ppl": "lm2.eval.ppl:eval_ppl",
         "harness": "lm2.eval.harness:eval_harness",
+        "rescore": "lm2.eval.rescore:eval_rescore",
     },
 }
 
