@@ -54,6 +54,10 @@ class GenerateConfig:
     # [lo, hi]: facts per sample = the supporting facts + other facts of the story drawn at random (in
     # order), lo..hi in all (tasks in FACT_SUBSET_TASKS only); None = every fact before the question
     facts: list[int] | None = None
+    # [lo, hi]: stories as written, cut after their last question with at most hi statements before it;
+    # the question asked has lo..hi statements before it (stories are redrawn until one has such a
+    # question). Sound for every task: a curriculum over the length of the story. None = whole stories
+    story_facts: list[int] | None = None
     questions: Literal["one", "all"] = "one"  # one question per sample | every question of a story
     background: str = "synthetic"  # as ``lm2 data babilong --background``
     # validation: accuracy at each of these fillers (None: filler, or filler_range's two ends)
@@ -276,6 +280,12 @@ def _check_generate(g: GenerateConfig, where: str) -> None:
         raise ValueError(
             f"{where}.facts (keeping a subset of a story's facts) is sound only for tasks whose statements stand "
             f"alone: {', '.join(FACT_SUBSET_TASKS)}; got tasks {g.tasks}"
+        )
+    if g.story_facts is not None and (
+        len(g.story_facts) != 2 or not 1 <= g.story_facts[0] <= g.story_facts[1]
+    ):
+        raise ValueError(
+            f"{where}.story_facts must be [lo, hi] with 1 <= lo <= hi, or null; got {g.story_facts}"
         )
     if g.facts is not None and g.questions == "all":
         raise ValueError(f"{where}.facts applies to questions 'one' (a story keeps all its facts)")

@@ -28,6 +28,7 @@ from lm2.train.config import normalize_length
 from lm2.utils.io import atomic_write, atomic_write_text, iter_jsonl
 
 IGNORE = -100
+STORY_TRIES = 1000  # stories drawn for one sample before ``generate.story_facts`` is declared unmet
 VALID_STREAM = 2**31 - 1  # the stage number of generated validation samples: no curriculum stage has it
 
 
@@ -452,9 +453,26 @@ class GeneratedQA:
         rng = np.random.default_rng(list(key))
         tasks = parse_tasks(gen.tasks)
         task, fn = get_generator(tasks[int(rng.integers(len(tasks)))])
-        story = fn(random.Random(int(rng.integers(2**63))))
+        lo, hi = gen.story_facts or (0, None)
+        for _ in range(STORY_TRIES):
+            story = fn(random.Random(int(rng.integers(2**63))))
+            if gen.story_facts is None:
+                break
+            # the story as written, cut after its last question with at most hi statements before it
+            told, cut = 0, 0
+            for n, line in enumerate(story.lines, start=1):
+                told += isinstance(line, Statement)
+                if isinstance(line, Question) and told <= hi:
+                    cut = n
+            story = dataclasses.replace(story, lines=story.lines[:cut])
+            if any(lo <= len(x.facts) for x in story.samples()):
+                break
+        else:
+            raise ValueError(
+                f"{task}: no story among {STORY_TRIES} has a question after {lo}..{hi} statements"
+            )
         if gen.questions == "one":
-            samples = story.samples()
+            samples = [x for x in story.samples() if len(x.facts) >= lo]
             sample = samples[int(rng.integers(len(samples)))]
             keep = list(range(len(sample.facts)))
             if gen.facts is not None:  # the supporting facts + others of the story, in order
