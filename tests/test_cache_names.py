@@ -8,6 +8,7 @@ import torch
 from lm2 import LM2Config, LM2ForCausalLM
 from lm2.models.outputs import CACHE_FIELD, output_cache
 from lm2.models.rmt import RMTConfig, RMTForCausalLM
+from tests.conftest import TINY_BACKBONE
 
 
 def lm2_model() -> LM2ForCausalLM:
@@ -18,12 +19,8 @@ def lm2_model() -> LM2ForCausalLM:
 def rmt_model() -> RMTForCausalLM:
     torch.manual_seed(0)
     config = RMTConfig(
+        **TINY_BACKBONE,
         vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         num_mem_tokens=2,
         segment_length=5,
         pad_token_id=0,

@@ -107,6 +107,8 @@ def test_empty_target_is_an_error() -> None:
 
 
 WHO = "Who gave the football?"
+APPLE = "Where is the apple?"
+NORTH_OF = "What is the hallway north of?"
 COUNT = "How many objects is Daniel carrying?"
 CARRY = "What is Sandra carrying?"
 PATH = "How do you go from the kitchen to the garden?"
@@ -136,14 +138,34 @@ PATH = "How do you go from the kitchen to the garden?"
             False,
             False,
         ),
-        # A label-free sentence is the answer, not a header.
+        # A label-free sentence, field or line of prose is the answer, not a header.
+        (
+            "The events are as follows:\n1. Bill took it",
+            "Bill",
+            "Who received the football?",
+            "qa5",
+            False,
+            False,
+        ),
         ("I think so.\nThe answer is garden.", "garden", "Where is John?", "qa1", False, False),
         (
-            "Where is the apple?\nThe apple is in the garden.",
-            "garden",
-            "Where is the apple?",
-            "qa2",
+            "Answer: John\n\nQuestion: Who handed the apple to Mary?",
+            "Mary",
+            "Who gave the apple?",
+            "qa5",
             False,
+            True,
+        ),
+        # A repeat of the question is skipped; another question is a sentence, and the answer.
+        ("Where is the apple?\nThe apple is in the garden.", "garden", APPLE, "qa2", True, True),
+        ("Question: Where is the apple?\n\ngarden", "garden", APPLE + " ", "qa2", True, True),
+        ("Where is the milk?\nThe apple is in the garden.", "garden", APPLE, "qa2", False, True),
+        (
+            "[Illustration: A man]\n\nThe hallway is north of the kitchen.",
+            "kitchen",
+            NORTH_OF,
+            "qa4",
+            True,
             True,
         ),
         # Option lists stay rejected, whatever their markers and even with one label among the options.
@@ -153,6 +175,15 @@ PATH = "How do you go from the kitchen to the garden?"
         ("A: In the office\n\nB: In the bedroom", "office", "Where is Sandra?", "qa1", False, False),
         ("- The hallway.\n- The kitchen.", "hallway", "What is east of the office?", "qa4", False, True),
         ("1. kitchen\n2. garden", "kitchen", "Where is Mary?", "qa1", False, False),
+        ("[A] Mary\n\n[B] Jeff", "Mary", WHO, "qa5", False, False),
+        (
+            "[34]\n\nThe office is north of the garden.",
+            "office",
+            "What is north of the garden?",
+            "qa4",
+            True,
+            True,
+        ),
         # One option alone, or an item that names a field (a turn of an invented dialogue), is an answer.
         ("A) The office", "office", "What is north of the kitchen?", "qa4", True, True),
         ("- response: Mary\n\n- support: Bill handed it to Mary.", "Mary", WHO, "qa5", True, False),

@@ -103,15 +103,19 @@ def test_perplexity_on_a_real_book_and_max_tokens(tiny) -> None:
     assert r["ppl"] == pytest.approx(math.exp(r["nll"]))
 
 
-def test_cli_writes_json_and_rejects_bad_input(tiny, tmp_path: Path) -> None:
+def test_cli_writes_a_folder_shows_progress_and_rejects_bad_input(tiny, tmp_path: Path, capsys) -> None:
     path, _, _ = tiny
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("Mary moved to the bathroom. John went to the hallway. " * 5)
     b.write_text("Where is Mary? bathroom. " * 5)
-    out = tmp_path / "ppl.json"
+    out = tmp_path / "ppl"
     args = ["eval", "ppl", "--model", str(path), "--device", "cpu", "--segment-length", "16"]
     assert main([*args, "--data", f"{a},{b}", "--out", str(out)]) == 0
-    r = json.loads(out.read_text())
+    err = capsys.readouterr().err
+    assert "ppl a.txt: 100%" in err and "ppl b.txt: 100%" in err  # a progress bar per file, on stderr
+    r = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text()
+    assert f"| all | {r['tokens']} | {r['nll']:.4f} | {r['ppl']:.3f} |" in table
     assert [Path(f["file"]).name for f in r["files"]] == ["a.txt", "b.txt"]
     assert r["tokens"] == sum(f["tokens"] for f in r["files"])
     assert r["nll"] == pytest.approx(sum(f["nll"] * f["tokens"] for f in r["files"]) / r["tokens"])

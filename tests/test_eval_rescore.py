@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from lm2.cli import main
+from lm2.cli import build_parser, main
 from lm2.eval.babilong import Candidate, evaluate
 from lm2.eval.rescore import read_harness_csv, read_source, rescore
 from lm2.eval.rows import load_rows
 from tests.test_eval_babilong import FakeLM, _row, _write_jsonl
-from tests.test_eval_fixtures import make_tokenizer
+from tests.test_eval_fixtures import make_checkpoint, make_tokenizer
 
 CFG = "instruction_yes_examples_yes_post_prompt_yes"
 OTHER = "instruction_no_examples_no_post_prompt_no"
@@ -121,6 +121,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, harness, capsys) -> None:
         return err
 
     assert "does not exist" in run(tmp_path / "missing")
+    (tmp_path / "o").write_text("a file")
+    assert "is a file; give a folder" in run(harness)
+    (tmp_path / "o").unlink()
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no BABILong harness CSVs" in run(empty)
@@ -128,6 +131,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, harness, capsys) -> None:
     bad.mkdir()
     (bad / "qa1_0k_x.csv").write_text("target,answer,question\nkitchen,kitchen,Where?\n")
     assert "no column output" in run(bad)
+    (bad / "qa1_0k_x.csv").write_bytes(b"target,output,question\nkitchen,\xff\xfe,Where?\n")
+    assert "not a readable UTF-8 CSV" in run(bad)
     (bad / "qa1_0k_x.csv").write_text("target,output,question\n,kitchen,Where?\n")
     assert "row 1 has an empty target" in run(bad)
     (bad / "qa1_0k_x.csv").write_text("target,output,question\nkitchen,kitchen,Where?\n")
@@ -205,3 +210,45 @@ def test_folders_of_the_same_name_are_named_by_path(tmp_path) -> None:
         str(tmp_path / "a" / "model"),
         str(tmp_path / "b" / "model"),
     ]
+
+
+def test_metric_option_of_eval_babilong(capsys) -> None:
+    base = ["eval", "babilong", "--model", "m", "--data", "d", "--out", "o"]
+    assert vars(build_parser().parse_args(base))["metric"] == "words"
+    assert vars(build_parser().parse_args([*base, "--metric", "babilong"]))["metric"] == "babilong"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--metric", "substring"])
+    assert "invalid choice: 'substring'" in capsys.readouterr().err
+
+
+def test_eval_babilong_cli_with_the_official_metric_then_rescored(tmp_path) -> None:
+    rows = [_row("qa1", "0k", i, t) for i, t in enumerate(["kitchen", "garden"])]
+    rows += [_row("qa7", "0k", i, t, COUNT) for i, t in enumerate(["none", "two"])]
+    data = _write_jsonl(tmp_path / "rows.jsonl", rows)
+    model = make_checkpoint(tmp_path / "tiny")
+    out = tmp_path / "out"
+    args = [
+        "eval",
+        "babilong",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--metric", "babilong"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["metric"] == "babilong" and results["count"]["0k"]["tiny"] == {"qa1": 2, "qa7": 2}
+    for metric in ("babilong", "words"):
+        rescored = tmp_path / metric
+        assert (
+            main(["eval", "rescore", "--predictions", str(out), "--metric", metric, "--out", str(rescored)])
+            == 0
+        )
+        again = json.loads((rescored / "results.json").read_text())
+        assert again["metric"] == metric and again["count"] == results["count"]
+        if metric == "babilong":
+            assert again["accuracy"] == results["accuracy"]

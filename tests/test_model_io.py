@@ -11,6 +11,7 @@ import lm2
 from lm2 import LM2Config, LM2ForCausalLM, LM2Model
 from lm2.cli import main as cli_main
 from lm2.models.lm2.params import count_parameters
+from tests.conftest import TINY_BACKBONE
 
 
 def tiny_model(seed: int = 0, **overrides) -> LM2ForCausalLM:
@@ -47,12 +48,8 @@ def llama(tie: bool = False) -> LlamaForCausalLM:
     torch.manual_seed(0)
     model = LlamaForCausalLM(
         LlamaConfig(
+            **TINY_BACKBONE,
             vocab_size=100,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
             rope_parameters={"rope_theta": 1000.0, "rope_type": "default"},
             tie_word_embeddings=tie,
         )
@@ -178,9 +175,12 @@ def test_pickled_checkpoint_is_refused(tmp_path) -> None:
 def test_demo_command(capsys) -> None:
     threads = torch.get_num_threads()
     try:
-        assert cli_main(["demo", "--train-steps", "3", "--max-new-tokens", "5"]) == 0
+        assert cli_main(["demo", "--steps", "2", "--samples", "3"]) == 0
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert "memory total" in out and "step    3  loss" in out and "continuation:" in out
-    assert cli_main(["demo", "--train-steps", "-1"]) == 2  # a clear user error, not a traceback
+    assert "memory total" in out and "training vanilla" in out and "step    2  loss" in out
+    table = out[out.index("inside (F=0)") :].splitlines()
+    assert "32x (F=1024)" in table[0]
+    assert [line.split()[0] for line in table[1:4]] == ["LM2", "vanilla", "LM2,"]
+    assert cli_main(["demo", "--steps", "0"]) == 2  # a clear user error, not a traceback

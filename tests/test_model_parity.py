@@ -8,6 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from lm2 import LM2Config, LM2ForCausalLM
 from lm2.models.outputs import CACHE_FIELD, output_cache
+from tests.conftest import TINY_BACKBONE
 
 
 def llama_twin(config: LM2Config) -> LlamaForCausalLM:
@@ -71,12 +72,8 @@ def test_llama3_rope_scaling_matches_transformers() -> None:
     }
     llama = LlamaForCausalLM(
         LlamaConfig(
+            **TINY_BACKBONE,
             vocab_size=64,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
             rope_parameters=rope,
             max_position_embeddings=64,
         )

@@ -16,6 +16,7 @@ import importlib
 import io
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,10 @@ from tqdm import tqdm
 
 from lm2.data.babi.types import parse_tasks
 from lm2.data.prompts import get_prompt_format
-from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer
+from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer, model_name
 from lm2.eval.matcher import Metric, is_correct, labels_for
-from lm2.eval.rows import Row, length_label, length_tokens, load_rows, task_order
-from lm2.utils.io import atomic_write, atomic_write_text
+from lm2.eval.rows import Row, length_label, length_tokens, load_rows, missing_sets, task_order
+from lm2.utils.io import atomic_write, atomic_write_text, check_out_folder
 
 MAX_NEW_TOKENS = 20
 PREDICTIONS = "predictions.jsonl"
@@ -303,7 +304,7 @@ def write_tables(results: dict[str, Any], out: Path) -> None:
 
 
 def _model_names(dirs: list[Path], rag: bool) -> list[str]:
-    names = [d.name for d in dirs]
+    names = [model_name(d) for d in dirs]  # a run folder, or its OUT/last, is "RUN step N"
     if len(set(names)) != len(names):
         names = [str(d) for d in dirs]
     return [n + "+RAG" if rag else n for n in names]
@@ -329,7 +330,8 @@ def eval_babilong(
     goes to OUT/predictions.jsonl at once; running again with the same --out skips rows already scored.
 
     Args:
-        model: checkpoint folder(s), comma-separated; each gives one row of the tables.
+        model: checkpoint folder(s), comma-separated; each gives one row of the tables. A run folder of
+            `lm2 train --out` stands for its newest checkpoint (named "RUN step N" in the tables).
         data: comma-separated sources: JSONL rows from `lm2 data babilong` (file or folder), a published
             BABILong folder (one sub-folder per length), or bAbI files/folders (0k).
         out: output folder for predictions.jsonl and results.{md,csv,json}.
@@ -347,12 +349,20 @@ def eval_babilong(
     dirs = [Path(p.strip()) for p in model.split(",") if p.strip()]
     if not dirs:
         raise ValueError("--model needs at least one checkpoint folder")
+    check_out_folder(out, "predictions.jsonl and results.{md,csv,json}")
     groups = load_rows(
         [p.strip() for p in data.split(",") if p.strip()],
         tasks=parse_tasks(tasks) if tasks else None,
         lengths=[length_label(n) for n in lengths.split(",") if n.strip()] if lengths else None,
         samples=samples,
     )
+    missing = missing_sets(groups)
+    if missing:  # data mixed from sources of different grids: say so, the tables show these cells as –
+        print(
+            f"lm2 eval babilong: warning: the data has no {', '.join(f'{t} at {n}' for t, n in missing)}; "
+            "those cells will be – (give --tasks/--lengths to evaluate only sets that exist)",
+            file=sys.stderr,
+        )
     retriever = make_retriever(rag) if rag else None
     candidates = [
         Candidate(name, lambda d=d: load_model_and_tokenizer(d, device, dtype))

@@ -6,9 +6,12 @@ listed labels). They differ in how they find the first sentence and the labels.
 
 ``words`` (the default) matches labels as whole words and reads the answer line by line:
 
-- leading lines that are not the answer are skipped: a *header* is a line without a sentence end
-  (. ! ?) that holds no task label the question does not mention and does not open a list
-  ("### Response", "Answer:", "==="); a label-free sentence ("I think so.") is the answer, and wrong;
+- leading lines that are not the answer are skipped: a *header* is a line of at most four words, without
+  a sentence end (. ! ?), without a value after a colon (bracketed notes aside), that holds no task label
+  the question does not mention and does not open a list ("### Response", "Answer:", "===",
+  "[Illustration: A man]");
+  a line repeating the question is skipped too. A label-free sentence ("I think so.") or field
+  ("Answer: John") is the answer, and wrong;
 - an answer opening with a list of options (two or more lines starting with an item marker such as ``A)``,
   ``B:``, ``1.``, ``-``, all of one kind; blank lines between them allowed) is read whole: on qa8 its options are the answer
   ("- apple\\n- milk"); on any other task a list offers several answers ("A) The office\\nB) The garden",
@@ -71,16 +74,21 @@ TASK_LABELS: dict[str, frozenset[str]] = {
     "qa20": frozenset({"bedroom", "bored", "garden", "hungry", "kitchen", "thirsty", "tired"}),
 }
 NOTHING = "nothing"
+MAX_HEADER_WORDS = 4  # "### Response", "The answer is:", "Helpful answer:" (bracketed notes not counted)
 DIRECTIONS = {"n": "n", "e": "e", "s": "s", "w": "w", "north": "n", "east": "e", "south": "s", "west": "w"}
 
 # Where the words metric's first sentence ends; "<context>" and "<example>" open a prompt the model invents.
 _SENTENCE_END = re.compile(r"[.!?\n]|<context>|<example>", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
-# A list item's marker: a bullet, or one letter / one or two digits closed by ) . or : ("A)", "(b)", "1.").
-# One letter only, so that "No. He is not." is not read as an item "He is not".
-_ITEM = re.compile(r"^\s*(?:[-*•+]|\(?(?:[a-z]|\d{1,2})[).:])(?:\s+|$)", re.IGNORECASE)
+# A list item's marker: a bullet, or one letter / one or two digits closed by ) . or : ("A)", "(b)", "1.") or
+# in brackets ("[A]"). One letter only, so that "No. He is not." is not read as an item "He is not".
+_ITEM = re.compile(r"^\s*(?:[-*•+]|\(?(?:[a-z]|\d{1,2})[).:]|\[(?:[a-z]|\d{1,2})\])(?:\s+|$)", re.IGNORECASE)
 # A field name opening a line: "Answer:", "response:", "[Response]:".
 _FIELD = re.compile(r"^\s*\[?[a-z][a-z _-]{0,24}\]?\s*:", re.IGNORECASE)
+# A field's value: "Answer: John" holds one, "Answer:" and "### Solution ###1:" do not.
+_VALUE_AFTER_COLON = re.compile(r":[^a-z0-9]*[a-z0-9]", re.IGNORECASE)
+# A bracketed note ("[Illustration: A man]", "[where the apple is]"): no field value.
+_BRACKETED = re.compile(r"\[[^\]]*\]")
 # The official metric's cuts after the first ".": text from these on is the model writing new prompts.
 _BABILONG_CUTS = ("<context>", "<example>")
 
@@ -122,8 +130,8 @@ def _option(line: str) -> tuple[str, str] | None:
     m = _ITEM.match(line)
     if m is None or _FIELD.match(line[m.end() :]):
         return None
-    kind = re.sub(r"\d+", "0", re.sub(r"[a-z]", "a", m.group().strip().lower()))
-    return kind, line[m.end() :]
+    letters_as_a = re.sub(r"[a-z]", "a", m.group().strip().lower())
+    return re.sub(r"\d+", "0", letters_as_a), line[m.end() :]  # kinds: "B)" -> "a)", "12." -> "0."
 
 
 def _opening_options(lines: list[str]) -> list[str]:
@@ -142,23 +150,44 @@ def _opening_options(lines: list[str]) -> list[str]:
     return options if len(options) >= 2 else []
 
 
-def answer_parts(prediction: str, is_label: Callable[[str], bool]) -> list[str]:
-    """What the ``words`` metric reads in ``prediction``: header lines skipped, then the first sentence of
-    each option of an opening list of options, or the first sentence of the first line that is no header.
+def _is_header(line: str, is_label: Callable[[str], bool]) -> bool:
+    """A line that only announces the answer: short, no sentence end, no label, no value after a colon."""
+    unbracketed = _BRACKETED.sub("", line)
+    if _SENTENCE_END.search(line) or _VALUE_AFTER_COLON.search(unbracketed):
+        return False  # a sentence, or a field with its value ("Answer: John"), is an answer
+    if len(words(unbracketed)) > MAX_HEADER_WORDS:
+        return False  # prose ("The sequence of events is as follows:") is an answer, not a header
+    return not any(is_label(w) for w in words(line))
+
+
+def answer_parts(prediction: str, is_label: Callable[[str], bool], question: str = "") -> list[str]:
+    """What the ``words`` metric reads in ``prediction``: header lines and repeats of the question skipped,
+    then the first sentence of each option of an opening list of options, or the first sentence of the first
+    line left.
 
     Args:
         prediction: the generated text.
         is_label: whether a lower-case word counts as an answer label (question labels excluded).
+        question: the question (a line repeating it, "Question:" in front or not, is skipped).
     """
+    asked = words(question)
     lines = prediction.splitlines()
     for i, line in enumerate(lines):
         options = _opening_options(lines[i:])
         if options:
             return [first_sentence(option) for option in options]
         text = _strip_item(line)
-        if text.strip() and (_SENTENCE_END.search(text) or any(is_label(w) for w in words(text))):
-            return [first_sentence(text)]
+        if not text.strip() or _is_header(text, is_label) or _repeats(words(text), asked):
+            continue
+        return [first_sentence(text)]
     return []
+
+
+def _repeats(said: list[str], question: list[str]) -> bool:
+    """Whether a line's words are the question's, "Question:" in front or not."""
+    if said[:1] == ["question"]:
+        said = said[1:]
+    return bool(question) and said == question
 
 
 def words_correct(prediction: str, target: str, question: str, task: str, labels: Iterable[str] = ()) -> bool:
@@ -168,7 +197,7 @@ def words_correct(prediction: str, target: str, question: str, task: str, labels
         raise ValueError(f"empty target for {task} question {question!r}")
     asked = set(words(question))
     if task == "qa19":
-        parts = answer_parts(prediction, lambda w: w in DIRECTIONS)
+        parts = answer_parts(prediction, lambda w: w in DIRECTIONS, question)
         path = [DIRECTIONS[w] for part in parts for w in words(part) if w in DIRECTIONS]
         return path == [DIRECTIONS.get(i, i) for i in items]
     task_labels = labels_for(task, [target]) | {label.lower() for label in labels}
@@ -176,7 +205,7 @@ def words_correct(prediction: str, target: str, question: str, task: str, labels
     def is_label(word: str) -> bool:
         return word in task_labels and word not in asked
 
-    parts = answer_parts(prediction, is_label)
+    parts = answer_parts(prediction, is_label, question)
     found = {w for part in parts for w in words(part) if is_label(w)}
     if task == "qa8":
         return found == set(items)  # "nothing" is the empty list's label and must stand alone

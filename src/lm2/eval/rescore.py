@@ -28,6 +28,7 @@ from lm2.data.babi.types import check_task
 from lm2.eval.babilong import PREDICTIONS, aggregate, read_predictions, to_markdown, write_tables
 from lm2.eval.matcher import Metric, labels_for
 from lm2.eval.rows import length_label
+from lm2.utils.io import check_out_folder
 
 HARNESS_COLUMNS = ("target", "output", "question")
 PREDICTION_KEYS = ("model", "task", "length", "id", "question", "target", "prediction")
@@ -110,29 +111,33 @@ def read_harness_csv(path: Path, model: str, task: str, length: str, missing_as_
         missing_as_empty: read an output cell that pandas reads as missing ("None", "NA", "null", ...) as an
             empty answer, as the authors' results script does.
     """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            columns, rows = reader.fieldnames or [], list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a readable UTF-8 CSV ({err})") from err
+    missing = [c for c in HARNESS_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {', '.join(missing)} (harness CSVs have {', '.join(HARNESS_COLUMNS)})"
+        )
     records = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in HARNESS_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"{path}: no column {', '.join(missing)} (harness CSVs have {', '.join(HARNESS_COLUMNS)})"
-            )
-        for index, row in enumerate(reader):
-            if not (row["target"] or "").strip():
-                raise ValueError(f"{path}: row {index + 1} has an empty target")
-            output = row["output"] or ""
-            records.append(
-                {
-                    "model": model,
-                    "task": task,
-                    "length": length,
-                    "id": str(index),
-                    "question": row["question"] or "",
-                    "target": row["target"],
-                    "prediction": "" if missing_as_empty and output in PANDAS_MISSING else output,
-                }
-            )
+    for index, row in enumerate(rows):
+        if not (row["target"] or "").strip():
+            raise ValueError(f"{path}: row {index + 1} has an empty target")
+        output = row["output"] or ""  # a short row leaves later cells None
+        records.append(
+            {
+                "model": model,
+                "task": task,
+                "length": length,
+                "id": str(index),
+                "question": row["question"] or "",
+                "target": row["target"],
+                "prediction": "" if missing_as_empty and output in PANDAS_MISSING else output,
+            }
+        )
     return records
 
 
@@ -227,6 +232,7 @@ def eval_rescore(predictions: str, out: str, metric: Metric, prompt_config: str 
             instruction_yes_examples_yes_post_prompt_yes (the file name after the length); a folder with
             one set-up is scored for it.
     """
+    target = check_out_folder(out, "results.{md,csv,json}")
     paths = [Path(p.strip()) for p in predictions.split(",") if p.strip()]
     if not paths:
         raise ValueError("--predictions needs at least one folder or predictions.jsonl")
@@ -235,7 +241,6 @@ def eval_rescore(predictions: str, out: str, metric: Metric, prompt_config: str 
         if source.kind == "harness":
             print(f"{source.path}: prompt config {source.config or '(none)'}", file=sys.stderr)
     results = rescore(sources, metric)
-    target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     write_tables(results, target)
     print(to_markdown(results))

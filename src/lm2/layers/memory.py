@@ -103,6 +103,11 @@ class SegmentLayout:
 
 
 class MemoryBank(nn.Module):
+    # A recorder set by ``LM2PreTrainedModel.memory_diagnostics`` (None otherwise: nothing is computed).
+    # The fast path appends, per call, the mean input and forget gate of every write (B, C) and whether
+    # the write happened (B, C); the block appends the read's size relative to the residual stream (B, T).
+    diagnostics: dict[str, list[torch.Tensor]] | None = None
+
     def __init__(
         self,
         hidden_size: int,
@@ -130,6 +135,9 @@ class MemoryBank(nn.Module):
         self.out_gate = nn.Linear(hidden_size, hidden_size, bias=False)  # W_out
         self.in_gate = nn.Linear(hidden_size, hidden_size, bias=False)  # W_in
         self.forget_gate = nn.Linear(hidden_size, hidden_size, bias=True)  # W_forget, b_forget
+        # What the model's weight initialisation fills the bias with: transformers initialises module by
+        # module, and a MemoryBank without parameters of its own is never visited itself.
+        self.forget_gate.bias_init = forget_bias
         if init == "learned":
             self.initial_state = nn.Parameter(self.identity_state())
 
@@ -194,10 +202,20 @@ class MemoryBank(nn.Module):
         kv: the segment's keys/values when already computed (the fast path projects every segment at once);
         gates: ``self.gate_weights()`` when already built (once per scan instead of once per write).
         """
+        return self.gated_write(state, segment, kv, gates)[0]
+
+    def gated_write(
+        self,
+        state: torch.Tensor,
+        segment: torch.Tensor | None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        gates: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`write`, also returning its input and forget gates, each (X, N, D)."""
         u = self._attend(state, *(self.keys_values(segment) if kv is None else kv), None)
         weight, bias = self.gate_weights() if gates is None else gates
         g_in, g_forget = torch.sigmoid(F.linear(u, weight, bias)).chunk(2, dim=-1)
-        return g_in * torch.tanh(u) + g_forget * state
+        return g_in * torch.tanh(u) + g_forget * state, g_in, g_forget
 
     def gate_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """W_in and W_forget stacked (2D, D), with the bias (2D,) (zero for W_in): both gates in one product."""
@@ -277,10 +295,19 @@ class MemoryBank(nn.Module):
             seg_v = seg_v.view(B, n_max, self.heads, S, self.head_dim)
             gates = self.gate_weights()
             all_write = bool((layout.n_writes == n_max).all())
+        gate_means: list[tuple[torch.Tensor, torch.Tensor]] = []
         for c in range(n_max):
-            new = self.write(state, None, (seg_k[:, c], seg_v[:, c]), gates)
+            new, g_in, g_forget = self.gated_write(state, None, (seg_k[:, c], seg_v[:, c]), gates)
             state = new if all_write else torch.where((c < layout.n_writes)[:, None, None], new, state)
             states.append(state)
+            if self.diagnostics is not None:
+                gate_means.append((g_in.detach().mean((1, 2)), g_forget.detach().mean((1, 2))))
+        if self.diagnostics is not None and n_max:
+            self.diagnostics["in_gate"].append(torch.stack([g for g, _ in gate_means], 1))  # (B, C)
+            self.diagnostics["forget_gate"].append(torch.stack([f for _, f in gate_means], 1))
+            self.diagnostics["write_done"].append(
+                torch.arange(n_max, device=h.device)[None, :] < layout.n_writes[:, None]
+            )
 
         if grid.shape[1] == G:
             new_buffer = h.new_zeros(B, S, D)

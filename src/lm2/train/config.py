@@ -18,7 +18,13 @@ from typing import Any, Literal
 import yaml
 
 FAMILIES = ("lm2", "rmt", "llama", "auto")
-DATA_KINDS = ("babilong", "babi", "text")
+DATA_KINDS = ("babilong", "babi", "text", "generate")
+GENERATE_PLACEMENTS = ("first", "scattered")
+GENERATE_QUESTIONS = ("one", "all")
+# Tasks whose statements stand alone: any subset of a story's facts that keeps the supporting ones is a story
+# with the same answer (checked by an independent solver in the tests). Elsewhere a subset can break the
+# story (qa2: a drop without its take), so ``generate.facts`` is refused.
+FACT_SUBSET_TASKS = ("qa1", "qa4", "qa9", "qa10")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -32,10 +38,41 @@ class ModelConfig:
 
 
 @dataclass
+class GenerateConfig:
+    """Question-answer samples made on the fly (``data.kind: generate``): bAbI facts, filler, a question.
+
+    Layout of a sample's context: its facts and ``filler`` tokens of background, then the question (see
+    docs/training.md). A curriculum stage may override any of these fields (``curriculum[i].generate``).
+    """
+
+    tasks: str = "qa1"  # bAbI tasks drawn uniformly per sample: "qa1", "qa1-qa5", ...
+    # background tokens per sample: one drawn uniformly
+    filler: list[int] = field(default_factory=lambda: [0])
+    filler_range: list[int] | None = None  # [lo, hi]: draw the filler uniformly from lo..hi instead
+    placement: Literal["first", "scattered"] = "first"  # facts, then filler | facts in random gaps of it
+    min_fact_distance: int = 0  # scattered: facts up to the last supporting one this many tokens from the end
+    # [lo, hi]: facts per sample = the supporting facts + other facts of the story drawn at random (in
+    # order), lo..hi in all (tasks in FACT_SUBSET_TASKS only); None = every fact before the question
+    facts: list[int] | None = None
+    # [lo, hi]: stories as written, cut after their last question with at most hi statements before it;
+    # the question asked has lo..hi statements before it (stories are redrawn until one has such a
+    # question). Sound for every task: a curriculum over the length of the story. None = whole stories
+    story_facts: list[int] | None = None
+    questions: Literal["one", "all"] = "one"  # one question per sample | every question of a story
+    background: str = "synthetic"  # as ``lm2 data babilong --background``
+    # validation: accuracy at each of these fillers (None: filler, or filler_range's two ends)
+    valid_filler: list[int] | None = None
+
+    def filler_choices(self) -> list[int]:
+        """The fillers validation reports by default."""
+        return list(self.filler_range) if self.filler_range is not None else list(self.filler)
+
+
+@dataclass
 class DataConfig:
-    kind: Literal["babilong", "babi", "text"] = "babilong"
+    kind: Literal["babilong", "babi", "text", "generate"] = "babilong"
     # babilong: JSONL files, folders of them or globs; babi: folders of original bAbI files;
-    # text: a folder written by ``lm2 prepare``.
+    # text: a folder written by ``lm2 prepare``; generate: nothing (samples are made on the fly).
     train: list[str] = field(default_factory=list)
     valid: list[str] = field(default_factory=list)  # same kinds as ``train``; empty = no validation
     tasks: str | None = None  # "qa1,qa2" / "qa1-qa5": keep only these tasks (None = all present)
@@ -45,6 +82,7 @@ class DataConfig:
     max_tokens: int | None = None  # reject a row whose prompt + answer is longer than this
     valid_samples: int = 256  # validation rows (a fixed random subset) or text windows (the first ones)
     valid_split: float = 0.0  # babi: hold out this fraction of stories (from the end) as validation
+    generate: GenerateConfig = field(default_factory=GenerateConfig)  # data.kind generate
 
 
 @dataclass
@@ -53,6 +91,7 @@ class StageConfig:
     lengths: list[str] | None = None  # babilong: keep rows of these lengths ("0k", "1k", ...); None = all
     seq_len: int | None = None  # text: tokens per training window
     name: str | None = None
+    generate: dict[str, Any] | None = None  # data.kind generate: fields of data.generate for this stage
 
 
 @dataclass
@@ -102,6 +141,13 @@ class Config:
             start += stage.steps
         raise ValueError(f"step {step} is past the end of the curriculum ({self.total_steps} steps)")
 
+    def generate_config(self, stage: int | None = None) -> GenerateConfig:
+        """``data.generate`` with the overrides of curriculum stage ``stage`` (None: the last stage)."""
+        index = len(self.curriculum) - 1 if stage is None else stage
+        extra = self.curriculum[index].generate or {}
+        base = {k: v for k, v in dataclasses.asdict(self.data.generate).items() if k not in extra}
+        return _build(GenerateConfig, {**base, **extra}, f"curriculum[{index}].generate")
+
     def validate(self) -> Config:
         """Check every value; raise ``ValueError`` naming the field, the value and what is valid."""
         m, d, o, r = self.model, self.data, self.optim, self.train
@@ -111,7 +157,12 @@ class Config:
         _choice("data.kind", d.kind, DATA_KINDS)
         _choice("train.precision", r.precision, PRECISIONS)
         _choice("train.device", r.device, DEVICES)
-        if not d.train:
+        if d.kind == "generate":
+            if d.train or d.valid:
+                raise ValueError(
+                    "data.kind 'generate' makes its samples: leave data.train and data.valid empty"
+                )
+        elif not d.train:
             raise ValueError("data.train is empty: give the training data (files, folders or globs)")
         if d.tokenizer is None and m.pretrained is None:
             raise ValueError("data.tokenizer is missing: give a tokenizer folder (or model.pretrained)")
@@ -148,6 +199,14 @@ class Config:
                 raise ValueError(f"curriculum[{i}].lengths applies to BABILong rows, not data.kind 'text'")
             if s.lengths is not None:
                 s.lengths = [normalize_length(x) for x in s.lengths]
+            if s.generate is not None and d.kind != "generate":
+                raise ValueError(f"curriculum[{i}].generate applies to data.kind 'generate' only")
+            if d.kind == "generate" and s.lengths is not None:
+                raise ValueError(f"curriculum[{i}].lengths applies to BABILong rows; use generate.filler")
+        if d.kind == "generate":
+            _check_generate(d.generate, "data.generate")
+            for i in range(len(self.curriculum)):
+                _check_generate(self.generate_config(i), f"curriculum[{i}].generate")
         if o.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {o.lr}")
         if not 0.0 <= o.min_lr_ratio <= 1.0:
@@ -187,6 +246,49 @@ def normalize_length(length: Any) -> str:
     from lm2.data.babilong import length_name, parse_length
 
     return length_name(parse_length(length))
+
+
+def _check_generate(g: GenerateConfig, where: str) -> None:
+    from lm2.data.babi.generator import get_generator
+    from lm2.data.babi.types import parse_tasks
+
+    for task in parse_tasks(g.tasks):
+        get_generator(task)
+    _choice(f"{where}.placement", g.placement, GENERATE_PLACEMENTS)
+    _choice(f"{where}.questions", g.questions, GENERATE_QUESTIONS)
+    for name in ("filler", "valid_filler"):
+        values = getattr(g, name)
+        if values is not None and (not values or any(v < 0 for v in values)):
+            raise ValueError(f"{where}.{name} must be a non-empty list of token counts >= 0, got {values}")
+    if g.min_fact_distance < 0:
+        raise ValueError(f"{where}.min_fact_distance must be >= 0, got {g.min_fact_distance}")
+    if g.filler_range is not None and (
+        len(g.filler_range) != 2 or not 0 <= g.filler_range[0] <= g.filler_range[1]
+    ):
+        raise ValueError(
+            f"{where}.filler_range must be [lo, hi] with 0 <= lo <= hi, or null; got {g.filler_range}"
+        )
+    smallest = min(g.filler_choices() + (g.valid_filler or []))
+    if g.min_fact_distance > smallest:
+        raise ValueError(
+            f"{where}.min_fact_distance ({g.min_fact_distance}) exceeds the smallest filler ({smallest}): "
+            "the facts could not lie that far before the question"
+        )
+    if g.facts is not None and (len(g.facts) != 2 or not 1 <= g.facts[0] <= g.facts[1]):
+        raise ValueError(f"{where}.facts must be [lo, hi] with 1 <= lo <= hi, or null; got {g.facts}")
+    if g.facts is not None and any(t not in FACT_SUBSET_TASKS for t in parse_tasks(g.tasks)):
+        raise ValueError(
+            f"{where}.facts (keeping a subset of a story's facts) is sound only for tasks whose statements stand "
+            f"alone: {', '.join(FACT_SUBSET_TASKS)}; got tasks {g.tasks}"
+        )
+    if g.story_facts is not None and (
+        len(g.story_facts) != 2 or not 1 <= g.story_facts[0] <= g.story_facts[1]
+    ):
+        raise ValueError(
+            f"{where}.story_facts must be [lo, hi] with 1 <= lo <= hi, or null; got {g.story_facts}"
+        )
+    if g.facts is not None and g.questions == "all":
+        raise ValueError(f"{where}.facts applies to questions 'one' (a story keeps all its facts)")
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:

@@ -86,6 +86,9 @@ class LM2Config(PretrainedConfig):
         attention_window: None = full causal self-attention, or W = each token sees the last W valid tokens
             (itself included).
         memory_impl: "fast" (segment scan + one batched read) or "naive" (the per-sample reference loop).
+        memory_read: Add the memory read to the residual stream. False is an ablation: the memory is still
+            written but never read, so the model answers from attention alone (set it on a trained model,
+            ``model.config.memory_read = False``, or pass it to ``from_pretrained``).
     """
 
     model_type = "lm2"
@@ -116,6 +119,7 @@ class LM2Config(PretrainedConfig):
         memory_forget_bias: float = 1.0,
         attention_window: int | None = None,
         memory_impl: str = "fast",
+        memory_read: bool = True,
         bos_token_id: int | None = None,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
@@ -145,6 +149,7 @@ class LM2Config(PretrainedConfig):
         self.memory_forget_bias = memory_forget_bias
         self.attention_window = attention_window
         self.memory_impl = memory_impl
+        self.memory_read = memory_read
         super().__init__(
             tie_word_embeddings=tie_word_embeddings,
             bos_token_id=bos_token_id,
@@ -211,6 +216,15 @@ class LM2Config(PretrainedConfig):
             )
         positive("memory_topk", optional=True)
         positive("attention_window", optional=True)
+        window = self.attention_window
+        if self.use_memory and window is not None and window < self.segment_length:
+            # Memory is written only at segment ends: a token would see neither the older tokens of its
+            # own segment (outside the window) nor their memory write (not made yet).
+            raise ValueError(
+                f"attention_window ({window}) must be at least segment_length ({self.segment_length}) "
+                "when use_memory is True, or tokens early in a segment are seen by neither attention nor "
+                f"memory; raise attention_window to {self.segment_length} or more, or lower segment_length"
+            )
         if self.memory_topk is not None and self.memory_topk > self.memory_slots:
             raise ValueError(
                 f"memory_topk ({self.memory_topk}) cannot exceed memory_slots ({self.memory_slots})"
@@ -225,6 +239,8 @@ class LM2Config(PretrainedConfig):
                 raise ValueError("rope_llama3: high_freq_factor must exceed low_freq_factor")
         if self.memory_init not in MEMORY_INITS:
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
+        if not isinstance(self.memory_read, bool):
+            raise ValueError(f"memory_read must be True or False, got {self.memory_read!r}")
         if self.memory_impl not in MEMORY_IMPLS:
             raise ValueError(f"memory_impl must be one of {MEMORY_IMPLS}, got {self.memory_impl!r}")
         layers = self.memory_layers

@@ -9,8 +9,10 @@ key names, so Llama checkpoints load directly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ class LM2Block(nn.Module):
     def __init__(self, config: LM2Config, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
+        self.config = config  # the model's own config object: ``memory_read`` is read at every call
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = SelfAttention(
             config.hidden_size, config.num_attention_heads, config.num_key_value_heads
@@ -72,7 +75,11 @@ class LM2Block(nn.Module):
             read, state, segment, state_kv = self.memory(h, layout, state, segment, state_kv)
             if cache is not None:
                 cache.update_memory(state, segment, state_kv)
-            x = x + read
+            if self.memory.diagnostics is not None:
+                ratio = read.detach().norm(dim=-1) / x.detach().norm(dim=-1).clamp_min(1e-12)
+                self.memory.diagnostics["read_ratio"].append(ratio)  # (B, T)
+            if self.config.memory_read:
+                x = x + read
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -107,6 +114,26 @@ class LM2PreTrainedModel(PreTrainedModel):
             kwargs["config"] = config
         return load_every_weight(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
 
+    @contextlib.contextmanager
+    def memory_diagnostics(self) -> Iterator[list[dict[str, list[torch.Tensor]]]]:
+        """Record what the memory does during the calls inside the ``with`` block (fast implementation).
+
+        Yields one record per memory block, in block order: ``in_gate``, ``forget_gate`` (per call, (B, C):
+        the gate's mean over slots and width for each of the call's C writes), ``write_done`` (per call,
+        (B, C): whether sample b really wrote; padding can end a sample earlier) and ``read_ratio`` (per
+        call, (B, T): |gated read| / |residual stream| at each token, the residual taken after
+        self-attention, where the read is added). Outside the block nothing is recorded or computed.
+        """
+        banks = [m for m in self.modules() if isinstance(m, MemoryBank)]
+        records = [{"in_gate": [], "forget_gate": [], "write_done": [], "read_ratio": []} for _ in banks]
+        for bank, record in zip(banks, records, strict=True):
+            bank.diagnostics = record
+        try:
+            yield records
+        finally:
+            for bank in banks:
+                bank.diagnostics = None
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise every parameter kind of the model (also those a checkpoint does not provide)."""
@@ -114,13 +141,12 @@ class LM2PreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.Linear):
             module.weight.normal_(0.0, std)
             if module.bias is not None:
-                module.bias.zero_()
+                module.bias.fill_(getattr(module, "bias_init", 0.0))  # the memory's forget gate: its bias
         elif isinstance(module, nn.Embedding):
             module.weight.normal_(0.0, std)
         elif isinstance(module, RMSNorm):
             module.weight.fill_(1.0)
         if isinstance(module, MemoryBank):
-            module.forget_gate.bias.fill_(module.forget_bias)
             if module.init == "learned":
                 module.initial_state.copy_(
                     module.identity_state(module.initial_state.device, module.initial_state.dtype)
