@@ -14,6 +14,17 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 torch.set_num_threads(1)
 
 
+# The one tiny backbone the tests build their models on (LM2, RMT, transformers' Llama); each test adds
+# the vocabulary and whatever its property needs. Odd head counts are the tests' own choice where they matter.
+TINY_BACKBONE: dict[str, int] = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test saying what is missing."""
     path = SHARED_DATA.joinpath(*parts)

@@ -9,6 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from lm2 import LM2Config, LM2ForCausalLM
+from tests.conftest import TINY_BACKBONE
 
 CORPUS = [
     "Mary moved to the bathroom. John went to the hallway. Where is Mary? bathroom",
@@ -38,12 +39,8 @@ def make_checkpoint(path: Path, seed: int = 0, family: str = "llama") -> Path:
     tokenizer = make_tokenizer()
     torch.manual_seed(seed)
     shape = dict(
+        **TINY_BACKBONE,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=8192,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

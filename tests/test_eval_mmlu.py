@@ -26,7 +26,7 @@ from lm2.eval.mmlu import (
     read_split,
     summarize,
 )
-from tests.conftest import shared_path
+from tests.conftest import TINY_BACKBONE, shared_path
 from tests.test_eval_fixtures import make_checkpoint, make_tokenizer
 
 
@@ -139,8 +139,7 @@ def test_letter_logprobs_equal_a_direct_computation(dev, vocab_size) -> None:
     tokenizer = make_tokenizer(vocab_size)
     assert (len(tokenizer(" A", add_special_tokens=False)["input_ids"]) == 1) == (vocab_size == 400)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)  # fmt: skip
+    config = LlamaConfig(**TINY_BACKBONE, vocab_size=len(tokenizer), max_position_embeddings=4096)
     model = LlamaForCausalLM(config).eval()
     # The four shortest questions (of different lengths, so the batches are padded), one with a shot.
     qs = sorted((q for qs in dev.values() for q in qs), key=lambda q: len(build_prompt(q, [])))[:4]

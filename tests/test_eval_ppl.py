@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from lm2.cli import main
 from lm2.eval.loading import load_model_and_tokenizer
 from lm2.eval.ppl import perplexity, sequence_nll
+from lm2.models.outputs import CACHE_FIELD
 from tests.conftest import shared_path
 from tests.test_eval_fixtures import make_checkpoint
 
@@ -58,9 +59,9 @@ class _NoCache:
     def __init__(self, model) -> None:
         self.model, self.device, self.calls = model, model.device, []
 
-    def __call__(self, input_ids, past_key_values=None, use_cache=False):
+    def __call__(self, input_ids, use_cache=False, **cache):
         self.calls.append(input_ids.shape[1])
-        return SimpleNamespace(logits=self.model(input_ids).logits, past_key_values=None)
+        return SimpleNamespace(logits=self.model(input_ids).logits, **{CACHE_FIELD: None})
 
 
 def test_sliding_window_without_a_cache(tiny) -> None:
@@ -102,15 +103,19 @@ def test_perplexity_on_a_real_book_and_max_tokens(tiny) -> None:
     assert r["ppl"] == pytest.approx(math.exp(r["nll"]))
 
 
-def test_cli_writes_json_and_rejects_bad_input(tiny, tmp_path: Path) -> None:
+def test_cli_writes_a_folder_shows_progress_and_rejects_bad_input(tiny, tmp_path: Path, capsys) -> None:
     path, _, _ = tiny
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("Mary moved to the bathroom. John went to the hallway. " * 5)
     b.write_text("Where is Mary? bathroom. " * 5)
-    out = tmp_path / "ppl.json"
+    out = tmp_path / "ppl"
     args = ["eval", "ppl", "--model", str(path), "--device", "cpu", "--segment-length", "16"]
     assert main([*args, "--data", f"{a},{b}", "--out", str(out)]) == 0
-    r = json.loads(out.read_text())
+    err = capsys.readouterr().err
+    assert "ppl a.txt: 100%" in err and "ppl b.txt: 100%" in err  # a progress bar per file, on stderr
+    r = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text()
+    assert f"| all | {r['tokens']} | {r['nll']:.4f} | {r['ppl']:.3f} |" in table
     assert [Path(f["file"]).name for f in r["files"]] == ["a.txt", "b.txt"]
     assert r["tokens"] == sum(f["tokens"] for f in r["files"])
     assert r["nll"] == pytest.approx(sum(f["nll"] * f["tokens"] for f in r["files"]) / r["tokens"])

@@ -76,6 +76,13 @@ def test_samples_are_a_pure_function_of_their_key(gen_qa) -> None:
     assert part.input_ids[0].equal(a.input_ids[3, :width]) and (a.targets[3, width:] == IGNORE).all()
 
 
+def test_filler_range_draws_every_length_in_it(gen_qa) -> None:
+    g = GenerateConfig(tasks="qa1", filler_range=[5, 9], facts=[1, 1])
+    seen = {gen_qa.rows(g, (0, 0, 0, r))[0]["filler_tokens"] for r in range(60)}
+    assert seen == {5, 6, 7, 8, 9}
+    assert {r["filler_tokens"] for r in gen_qa.validation_rows(g, 0, 2)} == {5, 9}
+
+
 def test_scattered_facts_keep_the_minimum_distance(gen_qa) -> None:
     g = GenerateConfig(tasks="qa2", filler=[80], placement="scattered", min_fact_distance=50)
     for r in range(20):
@@ -141,6 +148,27 @@ def test_trainer_draws_generated_batches_per_stage_and_reports_accuracy_per_fill
     final = log[-1]
     assert {"val_acc", "val_acc_filler0", "val_acc_filler32"} <= set(final)
     assert len(trainer.valid_qa) == 8
+    # the memory diagnostics of every logged step: gates on segments with and without a fact, read size
+    for record in log:
+        if "loss" in record:
+            for block in ("block0", "block1"):
+                values = record["memory"][block]
+                assert {"in_gate_fact", "forget_gate_fact", "read_ratio", "read_ratio_answer"} <= set(values)
+                assert all(0 < values[k] < 1 for k in values if "gate" in k) and values["read_ratio"] > 0
+
+
+def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_qa) -> None:
+    from lm2 import LM2Config, LM2ForCausalLM
+    from lm2.train.data import Batch
+    from lm2.train.trainer import memory_report
+
+    batch = gen_qa.batch(GenerateConfig(tasks="qa1", filler=[20]), 0, 0, 0, range(4))
+    config = LM2Config.from_preset("tiny", vocab_size=len(word_tok[1]))
+    report = memory_report(LM2ForCausalLM(config), Batch(batch.input_ids, batch.targets))
+    assert set(report) == {"block0", "block1"}
+    assert set(report["block0"]) == {"in_gate", "forget_gate", "read_ratio", "read_ratio_answer"}
+    vanilla = LM2ForCausalLM(LM2Config.from_preset("tiny", vocab_size=len(word_tok[1]), use_memory=False))
+    assert memory_report(vanilla, batch) == {}
 
 
 @pytest.mark.parametrize(
@@ -153,6 +181,7 @@ def test_trainer_draws_generated_batches_per_stage_and_reports_accuracy_per_fill
         ("data.generate.placement=last", "data.generate.placement must be one of first, scattered"),
         ("data.generate.min_fact_distance=8", "min_fact_distance (8) exceeds the smallest filler (0)"),
         ("data.generate.facts=[3,1]", "facts must be [lo, hi] with 1 <= lo <= hi"),
+        ("data.generate.filler_range=[9,2]", "filler_range must be [lo, hi] with 0 <= lo <= hi"),
         ("data.generate.tasks=qa99", "unknown bAbI task"),
         (
             "data.generate.tasks=qa1-qa2",
@@ -165,3 +194,27 @@ def test_trainer_draws_generated_batches_per_stage_and_reports_accuracy_per_fill
 def test_bad_generate_configs_are_named(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(_generate_config(tmp_path, tmp_path / "tok"), [override])
+
+
+def test_built_babilong_rows_mark_their_fact_tokens(word_tok) -> None:
+    from lm2.data.babi.generator import generate_samples
+    from lm2.data.babilong import TokenCounter, build_row, prepare_background
+    from lm2.train.data import QADataset
+
+    tok = word_tok[1]
+    counter = TokenCounter(tok)
+    bg = prepare_background(synthetic_background(500, seed=0), counter)
+    samples = generate_samples("qa1", 3, seed=0)
+    rows = [build_row(s, 200, bg, counter, seed=0, sample_id=i) for i, s in enumerate(samples)]
+    ds = QADataset(rows, tok)
+    batch = ds.collate(range(3))
+    for b, row in enumerate(rows):
+        marked = tok.convert_ids_to_tokens(batch.input_ids[b][batch.fact_mask[b]].tolist())
+        facts = [t for f in row["facts"] for t in tok.tokenize(f)]
+        assert marked == facts
+    assert (
+        QADataset([{k: r[k] for k in ("input", "question", "target")} for r in rows], tok)
+        .collate(range(3))
+        .fact_mask
+        is None
+    )

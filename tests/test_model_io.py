@@ -11,6 +11,7 @@ import lm2
 from lm2 import LM2Config, LM2ForCausalLM, LM2Model
 from lm2.cli import main as cli_main
 from lm2.models.lm2.params import count_parameters
+from tests.conftest import TINY_BACKBONE
 
 
 def tiny_model(seed: int = 0, **overrides) -> LM2ForCausalLM:
@@ -47,12 +48,8 @@ def llama(tie: bool = False) -> LlamaForCausalLM:
     torch.manual_seed(0)
     model = LlamaForCausalLM(
         LlamaConfig(
+            **TINY_BACKBONE,
             vocab_size=100,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
             rope_parameters={"rope_theta": 1000.0, "rope_type": "default"},
             tie_word_embeddings=tie,
         )

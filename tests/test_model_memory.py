@@ -25,7 +25,9 @@ def build(config: LM2Config, seed: int = 0, dtype: torch.dtype = torch.float32) 
 
 def run(model: LM2ForCausalLM, impl: str, ids: torch.Tensor, mask: torch.Tensor | None, pieces: list[int]):
     """Forward in pieces through the cache with the given memory implementation; loss backward."""
-    model.config.memory_impl = impl
+    for block in model.model.layers:
+        if block.memory is not None:
+            block.memory.impl = impl
     model.zero_grad()
     cache, logits, start = None, [], 0
     for end in pieces:
@@ -69,11 +71,11 @@ def test_naive_equals_fast(overrides, padded, pieces) -> None:
     layers = config.memory_layer_indices
     assert layers
     for i in layers:
-        torch.testing.assert_close(fast_cache.memory[i], naive_cache.memory[i], rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(fast_cache.segment[i], naive_cache.segment[i], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(fast_cache.layers[i].memory, naive_cache.layers[i].memory, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(fast_cache.layers[i].segment, naive_cache.layers[i].segment, rtol=1e-10, atol=1e-10)
         # The state really moved away from its initial value (the writes happened).
         init = model.model.layers[i].memory.initial(3, ids.device, torch.float64)
-        assert (fast_cache.memory[i] - init).abs().max() > 1e-3
+        assert (fast_cache.layers[i].memory - init).abs().max() > 1e-3
     assert set(fast_grads) == set(naive_grads)
     for name in fast_grads:
         torch.testing.assert_close(fast_grads[name], naive_grads[name], rtol=1e-9, atol=1e-10, msg=name)
@@ -109,8 +111,8 @@ def test_batch_independence() -> None:
             )
             for i in config.memory_layer_indices:
                 torch.testing.assert_close(
-                    together.past_key_values.memory[i][b],
-                    alone.past_key_values.memory[i][0],
+                    together.past_key_values.layers[i].memory[b],
+                    alone.past_key_values.layers[i].memory[0],
                     rtol=1e-4,
                     atol=1e-5,
                 )

@@ -7,6 +7,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lm2 import LM2Config, LM2ForCausalLM
+from lm2.models.outputs import CACHE_FIELD, output_cache
+from tests.conftest import TINY_BACKBONE
 
 
 def llama_twin(config: LM2Config) -> LlamaForCausalLM:
@@ -41,9 +43,9 @@ def test_vanilla_matches_transformers_llama(tie: bool) -> None:
         got = ours(ids).logits
         # Incremental decoding through the cache gives the same logits too.
         ref_step = llama(ids[:, :30], use_cache=True)
-        ref_next = llama(ids[:, 30:], past_key_values=ref_step.past_key_values).logits
+        ref_next = llama(ids[:, 30:], **{CACHE_FIELD: output_cache(ref_step)}).logits
         got_step = ours(ids[:, :30], use_cache=True)
-        got_next = ours(ids[:, 30:], past_key_values=got_step.past_key_values).logits
+        got_next = ours(ids[:, 30:], cache=output_cache(got_step)).logits
     assert ref.abs().max() > 0.1  # the comparison is not between two near-zero tensors
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_next, ref_next, rtol=1e-5, atol=1e-5)
@@ -70,12 +72,8 @@ def test_llama3_rope_scaling_matches_transformers() -> None:
     }
     llama = LlamaForCausalLM(
         LlamaConfig(
+            **TINY_BACKBONE,
             vocab_size=64,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
             rope_parameters=rope,
             max_position_embeddings=64,
         )

@@ -7,18 +7,15 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from lm2.models.rmt import RMTCache, RMTConfig, RMTForCausalLM
+from tests.conftest import TINY_BACKBONE
 
 M, S = 3, 5  # memory tokens, segment length: odd sizes so segments never align with anything by chance
 
 
 def _config(**overrides) -> RMTConfig:
     fields = dict(
+        **TINY_BACKBONE,
         vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=64,
         num_mem_tokens=M,
         segment_length=S,

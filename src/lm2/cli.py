@@ -8,6 +8,7 @@ function is the single source of truth and can be called from Python with the sa
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import inspect
 import re
@@ -34,6 +35,7 @@ COMMANDS: dict[str, Any] = {
         "mmlu": "lm2.eval.mmlu:eval_mmlu",
         "ppl": "lm2.eval.ppl:eval_ppl",
         "harness": "lm2.eval.harness:eval_harness",
+        "rescore": "lm2.eval.rescore:eval_rescore",
     },
 }
 
@@ -148,6 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         # User errors are reported as one clear line; programming errors keep their traceback.
         print(f"lm2: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # What the machine refused (a full disk, a file where a folder belongs, no permission) is no bug.
+        hint = (
+            "; free some space and run the command again" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        )
+        print(f"lm2: error: {err}{hint}", file=sys.stderr)
         return 2
     return 0
 

@@ -24,9 +24,12 @@ input's true token count, give or take a token or two where the cut sentence re-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lm2.data.babi.types import Sample, check_task
 from lm2.data.background import Background
-from lm2.utils.io import atomic_write, iter_jsonl
+from lm2.utils.io import atomic_write, check_out_folder, iter_jsonl
 
 # A length is the input's size in tokens by default; the BABILong authors' create_tasks.py instead counts the
 # whole prompt and leaves 300 tokens of it for instruction, examples and question (``prompt_reserve=300``).
@@ -488,6 +491,7 @@ def build_babilong(
     user input — task names, lengths, the prompt reserve, samples that do not fit, a background too short
     for the longest length — is checked before the first file is written.
     """
+    check_out_folder(out, "<length>/<task>.jsonl and manifest.json")
     tasks = [check_task(t) for t in samples]
     check_placement(placement, min_fact_distance)
     lengths = [parse_length(x) for x in lengths]
@@ -517,22 +521,10 @@ def build_babilong(
                 )
 
     out = Path(out)
-    written: list[Path] = []
-    bar = tqdm(
-        total=len(tasks) * len(lengths) * num_samples, desc="babilong", unit="row", disable=not progress
-    )
-    for length in lengths:
-        for task in tasks:
-            plan, fact_tokens = plans[task]
-
-            rows = (
-                {**build_row(samples[task][i], length, prepared, counter, seed, i, prompt_reserve, fact_tokens[i],
-                             placement, min_fact_distance),
-                 "facts_source": facts_source}
-                for i in plan[length]
-            )  # fmt: skip
-            written.append(write_jsonl(out / length_name(length) / f"{task}.jsonl", rows, bar))
-    bar.close()
+    planned = [out / length_name(length) / f"{task}.jsonl" for length in lengths for task in tasks]
+    for path in [*planned, out / "manifest.json"]:  # temporary files of a build killed part-way
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     manifest = {
         "format": "lm2-babilong-v1",
         "tasks": tasks,
@@ -549,10 +541,58 @@ def build_babilong(
         "background_tokens": prepared.total_tokens,
         "tokenizer": counter.name,
         "facts_source": facts_source,
-        "files": [str(p.relative_to(out)) for p in written],
+        "files": [str(p.relative_to(out)) for p in planned],
+        "complete": False,
     }
-    atomic_write(out / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+
+    def write_manifest() -> None:
+        atomic_write(out / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+
+    # The manifest comes first, marked unfinished, so a set cut short by a kill is recognised as such
+    # (evaluation refuses it) instead of passing for a smaller one.
+    write_manifest()
+    written: list[Path] = []
+    bar = tqdm(
+        total=len(tasks) * len(lengths) * num_samples, desc="babilong", unit="row", disable=not progress
+    )
+    with _terminate_as_exit():
+        for length in lengths:
+            for task in tasks:
+                plan, fact_tokens = plans[task]
+
+                rows = (
+                    {**build_row(samples[task][i], length, prepared, counter, seed, i, prompt_reserve, fact_tokens[i],
+                                 placement, min_fact_distance),
+                     "facts_source": facts_source}
+                    for i in plan[length]
+                )  # fmt: skip
+                written.append(write_jsonl(out / length_name(length) / f"{task}.jsonl", rows, bar))
+    bar.close()
+    manifest["complete"] = True
+    write_manifest()
     return written
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into SystemExit while files are written, so the temporary file is removed.
+
+    (Their default action ends the process on the spot; Ctrl-C already raises KeyboardInterrupt. A
+    SIGKILL cannot be caught: the next build removes what it leaves.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 __all__ = [

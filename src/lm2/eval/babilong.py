@@ -2,8 +2,8 @@
 
 For every model, every (task, length) group of rows is turned into prompts (``plain`` or the authors'
 ``babilong`` layout, optionally after a retrieval step shortens the context), answered by batched greedy
-generation (left padding, at most 20 new tokens) and scored by the whole-word matcher of
-:mod:`lm2.eval.matcher`. Each answer is appended to ``predictions.jsonl`` as soon as its batch is done, so
+generation (left padding, at most 20 new tokens) and scored by a metric of :mod:`lm2.eval.matcher`
+(``words``, whole-word matching, by default; ``babilong``, the official BABILong rules). Each answer is appended to ``predictions.jsonl`` as soon as its batch is done, so
 a crashed run started again with the same ``--out`` only computes the rows not yet scored. The tables
 (``results.md``, ``results.csv``, ``results.json``) are rebuilt from the predictions at the end.
 """
@@ -16,6 +16,7 @@ import importlib
 import io
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,10 @@ from tqdm import tqdm
 
 from lm2.data.babi.types import parse_tasks
 from lm2.data.prompts import get_prompt_format
-from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer
-from lm2.eval.matcher import is_correct, labels_for
-from lm2.eval.rows import Row, length_label, length_tokens, load_rows, task_order
-from lm2.utils.io import atomic_write, atomic_write_text
+from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer, model_name
+from lm2.eval.matcher import Metric, is_correct, labels_for
+from lm2.eval.rows import Row, length_label, length_tokens, load_rows, missing_sets, task_order
+from lm2.utils.io import atomic_write, atomic_write_text, check_out_folder
 
 MAX_NEW_TOKENS = 20
 PREDICTIONS = "predictions.jsonl"
@@ -137,6 +138,7 @@ def evaluate(
     batch_size: int = 8,
     retriever: Retriever | None = None,
     max_new_tokens: int = MAX_NEW_TOKENS,
+    metric: Metric = "words",
 ) -> dict[str, Any]:
     """Score every candidate on every group, resuming from ``out/predictions.jsonl``; write the tables."""
     if batch_size < 1:
@@ -192,7 +194,7 @@ def evaluate(
                     "target": row["target"],
                     "prediction": answer,
                     "correct": is_correct(
-                        answer, row["target"], row["question"], row["task"], labels[row["task"]]
+                        answer, row["target"], row["question"], row["task"], labels[row["task"]], metric
                     ),
                     "prompt_sha1": _prompt_hash(text),
                 }
@@ -201,7 +203,7 @@ def evaluate(
             _append(pred_path, records)
         del model, tokenizer
 
-    results = aggregate(list(done.values()), names, groups, labels)
+    results = aggregate(list(done.values()), names, groups, labels, metric)
     write_tables(results, out)
     return results
 
@@ -211,11 +213,13 @@ def aggregate(
     models: Sequence[str],
     groups: dict[tuple[str, str], list[Row]],
     labels: dict[str, frozenset[str]],
+    metric: Metric = "words",
 ) -> dict[str, Any]:
-    """{"tasks", "lengths", "models", "accuracy": {length: {model: {task: %, "avg": %}}}, "count": ...}.
+    """{"tasks", "lengths", "models", "metric", "accuracy": {length: {model: {task: %, "avg": %}}},
+    "count": ...}.
 
     Only the asked rows count (a predictions file may hold more, from an earlier, larger run); answers are
-    re-scored so the tables always follow the current matcher.
+    re-scored by ``metric`` so the tables always follow the current matcher.
     """
     tasks = sorted({t for t, _ in groups}, key=task_order)
     lengths = sorted({n for _, n in groups}, key=length_tokens)
@@ -231,14 +235,21 @@ def aggregate(
                 scored = [h for h in hits if h is not None]
                 cnt[task] = len(scored)
                 correct = sum(
-                    is_correct(h["prediction"], h["target"], h["question"], task, labels[task])
+                    is_correct(h["prediction"], h["target"], h["question"], task, labels[task], metric)
                     for h in scored
                 )
                 acc[task] = 100.0 * correct / len(scored) if scored else float("nan")
             acc["avg"] = sum(acc[t] for t in tasks) / len(tasks)
             accuracy.setdefault(length, {})[model] = acc
             count.setdefault(length, {})[model] = cnt
-    return {"tasks": tasks, "lengths": lengths, "models": list(models), "accuracy": accuracy, "count": count}
+    return {
+        "tasks": tasks,
+        "lengths": lengths,
+        "models": list(models),
+        "metric": metric,
+        "accuracy": accuracy,
+        "count": count,
+    }
 
 
 def _cell(value: float) -> str:
@@ -249,6 +260,8 @@ def to_markdown(results: dict[str, Any]) -> str:
     """One block per length: rows are models, columns the tasks and their average (accuracy, %)."""
     cols = results["tasks"] + ["avg"]
     lines = ["# BABILong accuracy (%)", ""]
+    if "metric" in results:
+        lines += [f"Scored by the `{results['metric']}` metric.", ""]
     for length in results["lengths"]:
         lines += [f"## {length}", "", "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for model in results["models"]:
@@ -291,7 +304,7 @@ def write_tables(results: dict[str, Any], out: Path) -> None:
 
 
 def _model_names(dirs: list[Path], rag: bool) -> list[str]:
-    names = [d.name for d in dirs]
+    names = [model_name(d) for d in dirs]  # a run folder, or its OUT/last, is "RUN step N"
     if len(set(names)) != len(names):
         names = [str(d) for d in dirs]
     return [n + "+RAG" if rag else n for n in names]
@@ -309,14 +322,16 @@ def eval_babilong(
     rag: str | None = None,
     device: str = "auto",
     dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+    metric: Metric = "words",
 ) -> None:
     """Evaluate checkpoints on BABILong and write the paper's Table 1 layout (markdown, CSV, JSON).
 
-    Answers are generated greedily (at most 20 new tokens) and scored by whole-word matching. Every answer
+    Answers are generated greedily (at most 20 new tokens) and scored by --metric. Every answer
     goes to OUT/predictions.jsonl at once; running again with the same --out skips rows already scored.
 
     Args:
-        model: checkpoint folder(s), comma-separated; each gives one row of the tables.
+        model: checkpoint folder(s), comma-separated; each gives one row of the tables. A run folder of
+            `lm2 train --out` stands for its newest checkpoint (named "RUN step N" in the tables).
         data: comma-separated sources: JSONL rows from `lm2 data babilong` (file or folder), a published
             BABILong folder (one sub-folder per length), or bAbI files/folders (0k).
         out: output folder for predictions.jsonl and results.{md,csv,json}.
@@ -328,16 +343,26 @@ def eval_babilong(
         rag: shorten each context by retrieval: a spec for lm2.baselines.rag.make_rag, or module:function.
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
+        metric: words (whole-word labels, header lines skipped, option lists rejected, follow-up text cut
+            off) or babilong (the official BABILong rules, for numbers comparable with published tables).
     """
     dirs = [Path(p.strip()) for p in model.split(",") if p.strip()]
     if not dirs:
         raise ValueError("--model needs at least one checkpoint folder")
+    check_out_folder(out, "predictions.jsonl and results.{md,csv,json}")
     groups = load_rows(
         [p.strip() for p in data.split(",") if p.strip()],
         tasks=parse_tasks(tasks) if tasks else None,
         lengths=[length_label(n) for n in lengths.split(",") if n.strip()] if lengths else None,
         samples=samples,
     )
+    missing = missing_sets(groups)
+    if missing:  # data mixed from sources of different grids: say so, the tables show these cells as –
+        print(
+            f"lm2 eval babilong: warning: the data has no {', '.join(f'{t} at {n}' for t, n in missing)}; "
+            "those cells will be – (give --tasks/--lengths to evaluate only sets that exist)",
+            file=sys.stderr,
+        )
     retriever = make_retriever(rag) if rag else None
     candidates = [
         Candidate(name, lambda d=d: load_model_and_tokenizer(d, device, dtype))
@@ -345,5 +370,7 @@ def eval_babilong(
     ]
     for d in dirs:  # fail before hours of work on the first model if a later folder is broken
         check_checkpoint(d)
-    results = evaluate(candidates, groups, out, prompt=prompt, batch_size=batch_size, retriever=retriever)
+    results = evaluate(
+        candidates, groups, out, prompt=prompt, batch_size=batch_size, retriever=retriever, metric=metric
+    )
     print(to_markdown(results))

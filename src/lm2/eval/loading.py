@@ -3,13 +3,12 @@
 A checkpoint folder is what ``save_pretrained`` writes for the model and the tokenizer: ``config.json``,
 the weights (``model.safetensors``, a sharded ``model.safetensors.index.json`` + shards, or
 ``pytorch_model.bin``) and the tokenizer files (``tokenizer.json`` or ``tokenizer_config.json`` + vocab).
-Any Hugging Face causal LM works; LM2 and the baselines register themselves with the Auto classes when
-their packages are imported, which :func:`load_model_and_tokenizer` does first.
+Any Hugging Face causal LM works; LM2 and RMT are registered with the Auto classes by `lm2.models`, which
+every lm2 module imports (through the package `lm2`).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -21,24 +20,53 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# Packages that register model classes with AutoModelForCausalLM; absent ones are skipped.
-_MODEL_PACKAGES = ("lm2.models", "lm2.models.lm2", "lm2.models.rmt")
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """The model folder ``path`` names: itself, or for a run folder of ``lm2 train --out`` its newest checkpoint.
 
-
-def _register_model_classes() -> None:
-    for name in _MODEL_PACKAGES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is None or not name.startswith(err.name):
-                raise  # a real import error inside an existing package must surface
-
-
-def check_checkpoint(path: str | os.PathLike) -> Path:
-    """Check that ``path`` holds a loadable model + tokenizer; raise naming the missing or corrupt file."""
+    A run whose newest step folder is incomplete (no manifest) is refused rather than silently evaluated
+    at an older step.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model folder not found: {path}")
+    if (path / "config.json").is_file() or not (path / "checkpoints").is_dir():
+        return path
+    from lm2.train.checkpoint import MANIFEST, list_step_dirs
+
+    steps = list_step_dirs(path / "checkpoints")
+    if not steps:
+        raise FileNotFoundError(
+            f"{path} is a training run without checkpoints (no {path}/checkpoints/step-*)"
+        )
+    if not (steps[-1] / MANIFEST).is_file():
+        raise ValueError(
+            f"{path}: the newest checkpoint {steps[-1].name} has no {MANIFEST} (an unfinished save); "
+            f"give the checkpoint to evaluate explicitly, e.g. --model {path / 'checkpoints' / steps[-2].name}"
+            if len(steps) > 1
+            else f"{path}: its only checkpoint {steps[-1].name} has no {MANIFEST} (an unfinished save)"
+        )
+    return steps[-1]
+
+
+def model_name(path: str | os.PathLike) -> str:
+    """The name of a model in tables: ``RUN step N`` for a checkpoint of ``lm2 train``, else the folder name."""
+    from lm2.train.checkpoint import checkpoint_step
+
+    real = resolve_model_dir(path).resolve()  # OUT/last is a link to OUT/checkpoints/step-N
+    step = checkpoint_step(real)
+    if step is not None and real.parent.name == "checkpoints":
+        return f"{real.parent.parent.name} step {step}"
+    return Path(path).name or real.name
+
+
+def check_checkpoint(path: str | os.PathLike) -> Path:
+    """Check that ``path`` holds a loadable model + tokenizer; raise naming the missing or corrupt file.
+
+    ``path`` may be a run folder of ``lm2 train`` (its newest checkpoint is taken); the folder checked is
+    returned. A checkpoint with a ``manifest.json`` (as ``lm2 train`` writes) has every file evaluation
+    reads checked against the sizes and SHA-256 sums in it.
+    """
+    path = resolve_model_dir(path)
     config = path / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{config}: missing (a model folder needs config.json from save_pretrained)")
@@ -56,6 +84,10 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
             f"{path}: no tokenizer found; expected {' or '.join(TOKENIZER_FILES)} (save the tokenizer "
             "with the model)"
         )
+    from lm2.train.checkpoint import MANIFEST, OPTIMIZER, STATE, verify_checkpoint
+
+    if (path / MANIFEST).is_file():  # damaged weights would load fine and score nonsense
+        verify_checkpoint(path, skip=(OPTIMIZER, STATE))
     return path
 
 
@@ -116,7 +148,6 @@ def load_model_and_tokenizer(
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     path = check_checkpoint(path)
-    _register_model_classes()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     except (ValueError, KeyError) as err:

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lm2.eval.loading import load_model_and_tokenizer
-from lm2.utils.io import atomic_write_text
+from lm2.eval.loading import load_model_and_tokenizer, model_name
+from lm2.utils.io import atomic_write_text, check_out_folder
 
 LETTERS = ("A", "B", "C", "D")
 SPLITS = ("dev", "val", "test")
@@ -377,6 +377,8 @@ def eval_mmlu(
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
+    if out:
+        check_out_folder(out, "mmlu.json and mmlu.md")
     questions = read_split(data, split)
     if subjects:
         wanted = [s.strip() for s in subjects.split(",") if s.strip()]
@@ -390,7 +392,7 @@ def eval_mmlu(
     lm, tokenizer = load_model_and_tokenizer(model, device, dtype)
     results = evaluate_mmlu(lm, tokenizer, questions, dev, shots, batch_size)
     results["settings"] = {"model": str(model), "data": str(data), "split": split, "shots": shots}
-    text = to_markdown(results, Path(model).name)
+    text = to_markdown(results, model_name(model))
     if out:
         atomic_write_text(Path(out) / "mmlu.json", json.dumps(results, indent=2) + "\n")
         atomic_write_text(Path(out) / "mmlu.md", text)

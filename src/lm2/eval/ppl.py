@@ -19,9 +19,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from lm2.eval.loading import load_model_and_tokenizer
-from lm2.utils.io import atomic_write_text
+from lm2.eval.loading import load_model_and_tokenizer, model_name
+from lm2.models.outputs import CACHE_FIELD, output_cache
+from lm2.utils.io import atomic_write_text, check_out_folder
 
 
 def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -31,11 +33,12 @@ def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sequence_nll(
-    model: Any, ids: torch.Tensor, segment_length: int, window: int | None = None
+    model: Any, ids: torch.Tensor, segment_length: int, window: int | None = None, bar: tqdm | None = None
 ) -> tuple[float, int, str]:
     """(summed NLL, scored tokens, mode) of ``ids`` (T,): predictions of ids[1:] from what precedes them.
 
     ``mode`` is "cache" when the model's ``past_key_values`` carried the state, else "sliding-window".
+    ``bar``, a progress bar, advances by the tokens of each segment done.
     """
     if segment_length < 1:
         raise ValueError(f"segment length must be at least 1, got {segment_length}")
@@ -47,10 +50,10 @@ def sequence_nll(
     prev_last: torch.Tensor | None = None  # logits of the previous segment's last position (V,)
     for start in range(0, len(ids), segment_length):
         seg = ids[start : start + segment_length]
-        out = model(input_ids=seg[None], past_key_values=past, use_cache=True)
-        if out.past_key_values is None:  # no state to carry: score with a sliding window
-            return *_sliding_window_nll(model, ids, segment_length, window), "sliding-window"
-        past = out.past_key_values
+        out = model(input_ids=seg[None], use_cache=True, **{CACHE_FIELD: past})
+        past = output_cache(out)
+        if past is None:  # no state to carry: score with a sliding window
+            return *_sliding_window_nll(model, ids, segment_length, window, bar), "sliding-window"
         logits = out.logits[0]  # (S, V)
         if prev_last is not None:  # the boundary: the last token before the segment predicts its first
             logits = torch.cat([prev_last[None], logits])
@@ -59,11 +62,13 @@ def sequence_nll(
             targets = seg[1:]
         total += _token_nll(logits[: len(targets)], targets).cpu()
         prev_last = out.logits[0, -1]
+        if bar is not None:
+            bar.update(len(seg))
     return float(total), len(ids) - 1, "cache"
 
 
 def _sliding_window_nll(
-    model: Any, ids: torch.Tensor, segment_length: int, window: int | None
+    model: Any, ids: torch.Tensor, segment_length: int, window: int | None, bar: tqdm | None = None
 ) -> tuple[float, int]:
     window = window or 2 * segment_length
     if window <= segment_length:
@@ -76,6 +81,8 @@ def _sliding_window_nll(
         first = max(start, 1)  # position of the first token scored here
         pred = logits[first - 1 - ctx_start : end - 1 - ctx_start]
         total += _token_nll(pred, ids[first:end]).cpu()
+        if bar is not None:
+            bar.update(end - start)
     return float(total), len(ids) - 1
 
 
@@ -102,8 +109,12 @@ def perplexity(
     segment_length: int = 512,
     max_tokens: int | None = None,
     window: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Per-file and total tokens, NLL (nats) and perplexity; at most ``max_tokens`` tokens in all."""
+    """Per-file and total tokens, NLL (nats) and perplexity; at most ``max_tokens`` tokens in all.
+
+    ``progress`` shows a tqdm bar per file on stderr (tokens scored, rate, time left).
+    """
     per_file = []
     budget = max_tokens
     nll_sum, count, mode = 0.0, 0, "cache"
@@ -122,7 +133,8 @@ def perplexity(
             budget -= len(ids)
         if len(ids) < 2:
             raise ValueError(f"{path}: fewer than 2 tokens, nothing to score")
-        nll, n, mode = sequence_nll(model, torch.tensor(ids), segment_length, window)
+        with tqdm(total=len(ids), desc=f"ppl {path.name}", unit="tok", disable=not progress) as bar:
+            nll, n, mode = sequence_nll(model, torch.tensor(ids), segment_length, window, bar)
         per_file.append({"file": str(path), "tokens": n, "nll": nll / n, "ppl": math.exp(nll / n)})
         nll_sum += nll
         count += n
@@ -150,15 +162,16 @@ def eval_ppl(
 ) -> None:
     """Perplexity of a checkpoint on text files, with memory/cache carried from segment to segment.
 
-    Prints JSON: tokens scored, mean NLL per token (nats), perplexity, per file too.
+    Prints a table: tokens scored, mean NLL per token (nats) and perplexity, per file and in all; with
+    --out also OUT/results.md and OUT/results.json. A progress bar per file goes to stderr.
 
     Args:
-        model: checkpoint folder.
+        model: checkpoint folder, or a run folder of `lm2 train --out` (its newest checkpoint).
         data: text file(s) or folder(s) of .txt files, comma-separated.
         segment_length: tokens fed per forward pass.
         max_tokens: stop after this many tokens in all (default: everything).
         window: for a model without a cache: tokens of context per prediction (default 2 x segment length).
-        out: write the JSON to this file as well.
+        out: output folder for results.md and results.json (as the other evaluations).
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
@@ -176,10 +189,30 @@ def eval_ppl(
             raise FileNotFoundError(f"text file not found: {path}")
     if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
-    lm, tokenizer = load_model_and_tokenizer(model, device, dtype)
-    results = perplexity(lm, tokenizer, files, segment_length, max_tokens, window)
-    results["model"] = str(model)
-    text = json.dumps(results, indent=2)
     if out:
-        atomic_write_text(Path(os.fspath(out)), text + "\n")
+        check_out_folder(out, "results.md and results.json")
+    lm, tokenizer = load_model_and_tokenizer(model, device, dtype)
+    results = perplexity(lm, tokenizer, files, segment_length, max_tokens, window, progress=True)
+    results["model"] = str(model)
+    results["name"] = model_name(model)
+    text = to_markdown(results)
+    if out:
+        atomic_write_text(Path(os.fspath(out)) / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(Path(os.fspath(out)) / "results.md", text)
     print(text)
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """Per file and in all: tokens scored, mean NLL per token (nats), perplexity."""
+    lines = [
+        f"# Perplexity: {results['name']}",
+        "",
+        f"Segments of {results['segment_length']} tokens, mode {results['mode']}.",
+        "",
+        "| file | tokens | NLL | perplexity |",
+        "|---|---|---|---|",
+    ]
+    for f in results["files"]:
+        lines.append(f"| {f['file']} | {f['tokens']} | {f['nll']:.4f} | {f['ppl']:.3f} |")
+    lines.append(f"| all | {results['tokens']} | {results['nll']:.4f} | {results['ppl']:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ Every row comes back as a dict with ``id``, ``task`` and a normalised ``length``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Collection, Iterable, Iterator
@@ -128,6 +129,37 @@ def read_babi(path: Path) -> Iterator[Row]:
             index += 1
 
 
+def check_build_complete(root: Path) -> None:
+    """Refuse a folder of ``lm2 data babilong`` whose build was cut short (its manifest lists every file)."""
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        return
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{manifest_path}: corrupt, not valid JSON ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != "lm2-babilong-v1":
+        return  # some other manifest: nothing to check against
+    missing = [f for f in manifest.get("files", []) if not (root / f).is_file()]
+    if missing or manifest.get("complete") is False:
+        what = (
+            f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+            if missing
+            else "unfinished"
+        )
+        raise ValueError(
+            f"{root} is an unfinished `lm2 data babilong` build ({what}): run the same command again to "
+            "finish it, or give complete data"
+        )
+
+
+def missing_sets(groups: dict[tuple[str, str], list[Row]]) -> list[tuple[str, str]]:
+    """The (task, length) pairs absent from the grid of the tasks and lengths ``groups`` has."""
+    tasks = sorted({t for t, _ in groups}, key=task_order)
+    lengths = sorted({n for _, n in groups}, key=length_tokens)
+    return [(t, n) for n in lengths for t in tasks if (t, n) not in groups]
+
+
 def read_source(path: str | os.PathLike, tasks: Collection[str] | None = None) -> Iterator[Row]:
     """The rows of one ``--data`` entry, whatever its layout (files of other ``tasks`` are not read)."""
     path = Path(path)
@@ -144,6 +176,7 @@ def read_source(path: str | os.PathLike, tasks: Collection[str] | None = None) -
                 f"{path}: unknown data file; give a .jsonl of rows, a bAbI .txt file or a folder"
             )
         return
+    check_build_complete(path)
     if published_sets(path):
         yield from read_published(path, tasks)
         return

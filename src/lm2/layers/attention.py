@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,22 +28,22 @@ class SelfAttention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
-        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Attend from h (B, T, D) to the past keys/values followed by h's own.
+        cache: Any | None = None,
+    ) -> torch.Tensor:
+        """Attend from h (B, T, D) to the cached keys/values followed by h's own; returns (B, T, D).
 
         mask: boolean (B, 1, T, L) with True = may attend, or None when nothing but the future is hidden:
-        plain causal attention without a past, or a single query (T = 1) that sees every key. Returns the
-        output (B, T, D) and the keys/values (B, Hkv, L, hd) including the past.
+        plain causal attention without a past, or a single query (T = 1) that sees every key. cache: this
+        layer's cache, anything with ``update(keys, values)`` returning the cached keys/values followed by
+        the new ones (B, Hkv, L, hd), as transformers' cache layers do.
         """
         B, T, _ = h.shape
         q = self.q_proj(h).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(h).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         v = self.v_proj(h).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if past_kv is not None:
-            k = torch.cat([past_kv[0], k], dim=2)  # (B, Hkv, L, hd)
-            v = torch.cat([past_kv[1], v], dim=2)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, Hkv, L, hd)
         gqa = self.num_heads != self.num_kv_heads
         if mask is None:
             # is_causal aligns the mask top-left, so it is right without a past; one query sees all keys.
@@ -49,4 +51,4 @@ class SelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # (B, T, D)
-        return self.o_proj(y), (k, v)
+        return self.o_proj(y)

@@ -45,7 +45,7 @@ class SegmentLayout:
     valid: torch.Tensor  # (B, T) bool
     fill: torch.Tensor  # (B,) tokens of the open segment carried in from before the call
     n_writes: torch.Tensor  # (B,) writes completed during this call
-    rows: int  # G: grid rows holding this call's tokens
+    grid_rows: int  # G: grid rows holding this call's tokens
     dense: bool  # no padding and no open segment: the grid is a reshape of the input
     segment_length: int
     all_valid: bool  # no padding in this call
@@ -61,7 +61,7 @@ class SegmentLayout:
             valid=valid,
             fill=fill,
             n_writes=total // S,
-            rows=max(1, -(-longest // S)),
+            grid_rows=max(1, -(-longest // S)),
             dense=all_valid and longest == T,
             segment_length=S,
             all_valid=all_valid,
@@ -116,8 +116,13 @@ class MemoryBank(nn.Module):
         topk: int | None = None,
         init: str = "identity",
         forget_bias: float = 1.0,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
+        if impl not in ("fast", "naive"):
+            raise ValueError(f"memory impl must be 'fast' or 'naive', got {impl!r}")
+        # Chosen once per model (the config's memory_impl): "fast" or the "naive" reference loop.
+        self.impl = impl
         self.hidden_size, self.slots, self.heads, self.topk = hidden_size, slots, heads, topk
         self.head_dim = hidden_size // heads
         self.init = init
@@ -226,7 +231,6 @@ class MemoryBank(nn.Module):
         layout: SegmentLayout,
         state: torch.Tensor,
         buffer: torch.Tensor | None,
-        impl: str = "fast",
         state_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Read for every valid token of h (B, T, D) and write every completed segment.
@@ -237,11 +241,9 @@ class MemoryBank(nn.Module):
         (B, N, D), the new open-segment buffer (B, S, D) and the final state's keys/values (None when a
         write made them unknown).
         """
-        if impl == "fast":
+        if self.impl == "fast":
             return self.forward_fast(h, layout, state, buffer, state_kv)
-        if impl == "naive":
-            return (*self.forward_naive(h, layout, state, buffer), None)
-        raise ValueError(f"memory impl must be 'fast' or 'naive', got {impl!r}")
+        return (*self.forward_naive(h, layout, state, buffer), None)
 
     def forward_fast(
         self,
@@ -252,7 +254,7 @@ class MemoryBank(nn.Module):
         state_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         B, T, D = h.shape
-        S, G = layout.segment_length, layout.rows
+        S, G = layout.segment_length, layout.grid_rows
         if G == 1 and layout.max_writes == 0:
             # Nothing is written (decoding between writes, short pieces): every token reads the state it
             # started with, reusing the state's keys/values, and only the open segment grows. Buffer rows

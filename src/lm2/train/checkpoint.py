@@ -17,6 +17,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,23 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints (those with a manifest) under ``root``, oldest first."""
+def list_step_dirs(root: str | Path) -> list[Path]:
+    """Every ``step-NNNNNNNN`` folder under ``root``, complete or not, oldest first."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / MANIFEST).is_file()]
-    return sorted(found, key=lambda p: p.name)
+    return sorted((p for p in root.iterdir() if _STEP_DIR.match(p.name) and p.is_dir()), key=lambda p: p.name)
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints (those with a manifest) under ``root``, oldest first."""
+    return [p for p in list_step_dirs(root) if (p / MANIFEST).is_file()]
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a checkpoint folder named ``step-NNNNNNNN``, else None."""
+    m = _STEP_DIR.match(Path(path).name)
+    return int(m.group(1)) if m else None
 
 
 def _sha256(path: Path) -> str:
@@ -136,6 +147,10 @@ def save_checkpoint(
     for stale in root.glob(".tmp-*"):  # left by a save that was killed
         shutil.rmtree(stale, ignore_errors=True)
     final = root / step_dir_name(step)
+    if final.exists() and not (final / MANIFEST).is_file():  # not ours to replace: it may hold the only copy
+        raise CheckpointError(
+            f"{final} exists but is not a complete checkpoint (no {MANIFEST}); move it away or use another --out"
+        )
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
         tmp.mkdir()
@@ -175,8 +190,11 @@ def save_checkpoint(
     return final
 
 
-def verify_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Check every file of checkpoint ``path`` against its manifest; return the manifest."""
+def verify_checkpoint(path: str | Path, skip: Collection[str] = ()) -> dict[str, Any]:
+    """Check every file of checkpoint ``path`` against its manifest; return the manifest.
+
+    Files named in ``skip`` (e.g. the optimizer state, which evaluation never reads) are not checked.
+    """
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -189,14 +207,28 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise CheckpointError(f"checkpoint file corrupt: {manifest_path} ({err})") from err
     for name, info in files.items():
+        if name in skip:
+            continue
         file = path / name
         if not file.is_file():
-            raise CheckpointError(f"checkpoint file missing: {file}")
+            raise CheckpointError(f"checkpoint file missing: {file} (listed in {manifest_path})")
         if file.stat().st_size != info["bytes"] or _sha256(file) != info["sha256"]:
             raise CheckpointError(
-                f"checkpoint file corrupt: {file} (size or SHA-256 differs from {manifest_path})"
+                f"checkpoint file corrupt: {file} (size or SHA-256 differs from {manifest_path}: it changed "
+                "after the save; restore it or use another checkpoint)"
             )
     return manifest
+
+
+def read_trainer_state(path: str | Path) -> dict[str, Any]:
+    """The ``trainer_state.json`` of checkpoint ``path`` (step, data position, the run's config, ...)."""
+    state_path = Path(path) / STATE
+    try:
+        return json.loads(state_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise CheckpointError(f"checkpoint file missing: {state_path}") from err
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"checkpoint file corrupt: {state_path} ({err})") from err
 
 
 def _weight_files(path: Path) -> list[Path]:
@@ -206,17 +238,33 @@ def _weight_files(path: Path) -> list[Path]:
     return [path / "model.safetensors"]
 
 
-def load_checkpoint(path: str | Path, model: Any, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """Load weights (and optimizer + RNG state) from checkpoint ``path`` in place; return the trainer state."""
+def load_checkpoint(
+    path: str | Path, model: Any, optimizer: torch.optim.Optimizer | None, verify: bool = True
+) -> dict[str, Any]:
+    """Load weights (and optimizer + RNG state) from checkpoint ``path`` in place; return the trainer state.
+
+    ``verify=False`` skips the manifest check (for a caller that has just run :func:`verify_checkpoint`).
+    """
     path = Path(path)
-    verify_checkpoint(path)
+    if verify:
+        verify_checkpoint(path)
     weights: dict[str, torch.Tensor] = {}
     for file in _weight_files(path):
         try:
             weights.update(load_file(str(file)))
         except Exception as err:
             raise CheckpointError(f"checkpoint file unreadable: {file} ({err})") from err
-    result = model.load_state_dict(weights, strict=False)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches: name the first tensor, not torch's multi-line report
+        shapes = dict(model.state_dict())
+        bad = [k for k, v in weights.items() if k in shapes and shapes[k].shape != v.shape]
+        detail = (
+            f"{bad[0]} is {tuple(weights[bad[0]].shape)} there and {tuple(shapes[bad[0]].shape)} in the model"
+            if bad
+            else str(err).splitlines()[0]
+        )
+        raise CheckpointError(f"checkpoint weights in {path} do not fit the model: {detail}") from None
     loaded = {p.data_ptr() for n, p in model.named_parameters() if n in weights}
     params = dict(model.named_parameters())
     missing = [k for k in result.missing_keys if k not in params or params[k].data_ptr() not in loaded]
@@ -225,11 +273,7 @@ def load_checkpoint(path: str | Path, model: Any, optimizer: torch.optim.Optimiz
             f"checkpoint weights in {path} do not fit the model: missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
-    state_path = path / STATE
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"checkpoint file corrupt: {state_path} ({err})") from err
+    state = read_trainer_state(path)
     if optimizer is not None:
         opt_path = path / OPTIMIZER
         try:

@@ -46,9 +46,9 @@ class GenerateConfig:
     """
 
     tasks: str = "qa1"  # bAbI tasks drawn uniformly per sample: "qa1", "qa1-qa5", ...
-    filler: list[int] = field(
-        default_factory=lambda: [0]
-    )  # background tokens per sample: one drawn uniformly
+    # background tokens per sample: one drawn uniformly
+    filler: list[int] = field(default_factory=lambda: [0])
+    filler_range: list[int] | None = None  # [lo, hi]: draw the filler uniformly from lo..hi instead
     placement: Literal["first", "scattered"] = "first"  # facts, then filler | facts in random gaps of it
     min_fact_distance: int = 0  # scattered: facts up to the last supporting one this many tokens from the end
     # [lo, hi]: facts per sample = the supporting facts + other facts of the story drawn at random (in
@@ -56,7 +56,12 @@ class GenerateConfig:
     facts: list[int] | None = None
     questions: Literal["one", "all"] = "one"  # one question per sample | every question of a story
     background: str = "synthetic"  # as ``lm2 data babilong --background``
-    valid_filler: list[int] | None = None  # validation: accuracy at each of these fillers (None = filler)
+    # validation: accuracy at each of these fillers (None: filler, or filler_range's two ends)
+    valid_filler: list[int] | None = None
+
+    def filler_choices(self) -> list[int]:
+        """The fillers validation reports by default."""
+        return list(self.filler_range) if self.filler_range is not None else list(self.filler)
 
 
 @dataclass
@@ -253,7 +258,13 @@ def _check_generate(g: GenerateConfig, where: str) -> None:
             raise ValueError(f"{where}.{name} must be a non-empty list of token counts >= 0, got {values}")
     if g.min_fact_distance < 0:
         raise ValueError(f"{where}.min_fact_distance must be >= 0, got {g.min_fact_distance}")
-    smallest = min(g.filler + (g.valid_filler or []))
+    if g.filler_range is not None and (
+        len(g.filler_range) != 2 or not 0 <= g.filler_range[0] <= g.filler_range[1]
+    ):
+        raise ValueError(
+            f"{where}.filler_range must be [lo, hi] with 0 <= lo <= hi, or null; got {g.filler_range}"
+        )
+    smallest = min(g.filler_choices() + (g.valid_filler or []))
     if g.min_fact_distance > smallest:
         raise ValueError(
             f"{where}.min_fact_distance ({g.min_fact_distance}) exceeds the smallest filler ({smallest}): "

@@ -113,8 +113,27 @@ def read_babi_rows(sources: Sequence[str], tasks: Iterable[str] | None) -> list[
     return stories
 
 
+def fact_token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(T,) bool: the tokens (character ``offsets`` in the text) that overlap a fact's character span."""
+    bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    mask = np.zeros(len(bounds), dtype=bool)
+    for start, end in spans:
+        mask |= (bounds[:, 0] < end) & (bounds[:, 1] > start)
+    return mask
+
+
+def prompt_fact_spans(prompt: str, row: dict[str, Any]) -> list[tuple[int, int]]:
+    """Character spans of ``row``'s facts in ``prompt`` (from the row's ``fact_positions`` in its input)."""
+    start = prompt.index(row["input"]) if row["input"] else 0
+    return [(start + p["char_start"], start + p["char_end"]) for p in row["fact_positions"]]
+
+
 class QADataset:
-    """Tokenised question-answer rows; loss on the answer tokens only."""
+    """Tokenised question-answer rows; loss on the answer tokens only.
+
+    Rows that record where their facts are (``fact_positions``, as ``lm2 data babilong`` writes) also
+    give each batch a ``fact_mask`` (for the trainer's memory diagnostics).
+    """
 
     def __init__(
         self,
@@ -127,11 +146,20 @@ class QADataset:
         fmt = get_prompt_format(prompt_format)
         if answer_eos and tokenizer.eos_token_id is None:
             raise ValueError("data.answer_eos is true but the tokenizer has no eos_token; set it or disable")
-        prompts = tokenizer([fmt(r) for r in rows], add_special_tokens=True)["input_ids"]
+        texts = [fmt(r) for r in rows]
+        knows_facts = bool(rows) and all("fact_positions" in r for r in rows)
+        enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=knows_facts)
+        prompts = enc["input_ids"]
         answers = tokenizer([answer_text(r) for r in rows], add_special_tokens=False)["input_ids"]
         self.rows = list(rows)
         self.answer_eos = answer_eos
         self.examples: list[tuple[np.ndarray, int]] = []  # (token ids, length of the prompt)
+        self.fact_masks: list[np.ndarray] | None = None  # (prompt tokens,) per row, when the rows say
+        if knows_facts:
+            self.fact_masks = [
+                fact_token_mask(enc["offset_mapping"][i], prompt_fact_spans(texts[i], r))
+                for i, r in enumerate(rows)
+            ]
         for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
             ids = list(p) + list(a) + ([tokenizer.eos_token_id] if answer_eos else [])
             if not a:
@@ -168,12 +196,15 @@ class QADataset:
         width = max(len(ids) for ids, _ in seqs) - 1
         input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         targets = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+        fact_mask = None if self.fact_masks is None else torch.zeros((len(seqs), width), dtype=torch.bool)
         for b, (ids, n_prompt) in enumerate(seqs):
             n = len(ids) - 1
             input_ids[b, :n] = torch.from_numpy(ids[:-1])
             # position t predicts ids[t + 1]; only answer tokens (t + 1 >= n_prompt) count
             targets[b, n_prompt - 1 : n] = torch.from_numpy(ids[n_prompt:])
-        return Batch(input_ids, targets)
+            if fact_mask is not None:
+                fact_mask[b, :n_prompt] = torch.from_numpy(self.fact_masks[int(indices[b])])
+        return Batch(input_ids, targets, fact_mask)
 
     def answer_spans(self, batch: Batch) -> torch.Tensor:
         """(B, T) bool: the target positions that are answer text (the end-of-text token excluded)."""
@@ -402,7 +433,10 @@ class GeneratedQA:
         """``facts`` and ``F`` filler tokens laid out as ``gen`` says: ``input`` and where the facts are."""
         from lm2.data.babilong import assemble_input, choose_gaps, take_background
 
-        filler = int(gen.filler[int(rng.integers(len(gen.filler)))])
+        if gen.filler_range is not None:
+            filler = int(rng.integers(gen.filler_range[0], gen.filler_range[1] + 1))
+        else:
+            filler = int(gen.filler[int(rng.integers(len(gen.filler)))])
         pieces, counts, _ = take_background(self.background, self.counter, rng, filler)
         gaps = choose_gaps(counts, len(facts), supporting, rng, gen.placement, gen.min_fact_distance)
         text, total, positions = assemble_input(facts, self._count(facts), pieces, counts, gaps, self.counter)
@@ -470,12 +504,10 @@ class GeneratedQA:
                 ids, loss, fact = [], [], []
             if not answers[j]:
                 raise ValueError(f"{row['task']}: the answer {row['target']!r} has no tokens")
-            start = prompts[j].index(row["input"]) if row["input"] else 0
-            spans = [(start + p["char_start"], start + p["char_end"]) for p in row["fact_positions"]]
             prompt_ids = enc["input_ids"][j]
             ids += list(prompt_ids) + list(answers[j]) + eos
             loss += [False] * len(prompt_ids) + [True] * (len(answers[j]) + len(eos))
-            fact += [any(a < e and s < b for s, e in spans) for a, b in enc["offset_mapping"][j]]
+            fact += fact_token_mask(enc["offset_mapping"][j], prompt_fact_spans(prompts[j], row)).tolist()
             fact += [False] * (len(answers[j]) + len(eos))
         out.append((np.asarray(ids, dtype=np.int64), np.asarray(loss), np.asarray(fact)))
         return out
@@ -489,7 +521,7 @@ class GeneratedQA:
         """``count`` single-question rows for each validation filler, from a stream no training step draws."""
         single = dataclasses.replace(gen, questions="one")
         out = []
-        for filler in gen.valid_filler or gen.filler:
-            fixed = dataclasses.replace(single, filler=[filler])
+        for filler in gen.valid_filler or gen.filler_choices():
+            fixed = dataclasses.replace(single, filler=[filler], filler_range=None)
             out += [self.rows(fixed, (seed, VALID_STREAM, filler, i))[0] for i in range(count)]
         return out

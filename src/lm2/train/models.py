@@ -78,9 +78,7 @@ def build_model(cfg: ModelConfig, tokenizer: Any) -> Any:
         from transformers import AutoModelForCausalLM
 
         if cfg.family != "auto":
-            family_classes(cfg.family)  # registers the family's classes with the Auto factories
-        else:
-            import lm2  # noqa: F401  (registers LM2 with the Auto classes where the model is installed)
+            family_classes(cfg.family)  # the family must be installed (LM2 and RMT are registered by lm2.models)
         path = Path(cfg.pretrained)
         if not path.is_dir():
             raise FileNotFoundError(f"model.pretrained folder not found: {path}")

@@ -36,7 +36,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
-from lm2.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from lm2.models.outputs import CACHE_FIELD, output_cache
+from lm2.train.checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    list_checkpoints,
+    list_step_dirs,
+    load_checkpoint,
+    read_trainer_state,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from lm2.train.config import Config, load_config
 from lm2.train.data import (
     IGNORE,
@@ -62,35 +72,17 @@ class TrainingDiverged(RuntimeError):
 
 
 def detach_cache(cache: Any) -> Any:
-    """Cut the autograd graph of every tensor a cache holds (in place where the container allows).
+    """The cache cut from the autograd graph (truncated backpropagation through time between pieces).
 
-    Works for transformers' ``DynamicCache`` and any cache object that keeps its tensors in attributes,
-    lists, tuples or dicts (LM2's memory state included); modules reachable from it are left alone.
+    LM2's and RMT's caches detach themselves; transformers' ``DynamicCache`` (the llama family) is
+    detached layer by layer.
     """
-    seen: set[int] = set()
-
-    def walk(obj: Any) -> Any:
-        if isinstance(obj, torch.Tensor):
-            return obj.detach()
-        if obj is None or isinstance(obj, (str, int, float, bool, torch.nn.Module, type)) or id(obj) in seen:
-            return obj
-        seen.add(id(obj))
-        if isinstance(obj, list):
-            obj[:] = [walk(x) for x in obj]
-        elif isinstance(obj, tuple):
-            items = [walk(x) for x in obj]
-            return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
-        elif isinstance(obj, dict):
-            for key in list(obj):
-                obj[key] = walk(obj[key])
-        elif hasattr(obj, "__dict__"):
-            for key, value in list(vars(obj).items()):
-                new = walk(value)
-                if new is not value:
-                    setattr(obj, key, new)
-        return obj
-
-    return walk(cache)
+    if hasattr(cache, "detach"):
+        return cache.detach()
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None:
+            layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+    return cache
 
 
 def run_pieces(
@@ -128,7 +120,7 @@ def run_pieces(
         keep = {} if len(cols) == e - s else {"logits_to_keep": cols}
         with sync(i == last), torch.set_grad_enabled(learn):
             with autocast():
-                out = model(input_ids=x[:, s:e], past_key_values=cache, use_cache=last > 0, **keep)
+                out = model(input_ids=x[:, s:e], use_cache=last > 0, **{CACHE_FIELD: cache}, **keep)
             logits = out.logits.float()  # (B, k, V)
             if logits.shape[1] != len(cols):  # a model that ignores logits_to_keep
                 logits = logits[:, cols]
@@ -140,8 +132,55 @@ def run_pieces(
             if learn:
                 backward(ce * loss_scale)
         total += ce.item()
-        cache = detach_cache(out.past_key_values) if i < last else None
+        cache = detach_cache(output_cache(out)) if i < last else None
     return total
+
+
+@torch.no_grad()
+def memory_report(
+    model: Any,
+    batch: Batch,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, dict[str, float]]:
+    """What each memory block does on ``batch`` (one extra forward without gradients), per block index:
+
+    ``in_gate`` / ``forget_gate``: the mean input / forget gate of the writes, split into ``_fact`` (the
+    segment holds a fact token) and ``_other`` (filler, prompt, question) when the batch has a
+    ``fact_mask``; ``read_ratio``: mean |gated read| / |residual stream| over the tokens up to each row's
+    last target, ``read_ratio_answer`` the same at the positions that predict an answer token. Empty for a
+    model without memory blocks. Segments past a row's last target are left out.
+    """
+    if not hasattr(model, "memory_diagnostics") or not getattr(model.config, "memory_layer_indices", None):
+        return {}
+    with model.memory_diagnostics() as records, autocast():
+        model(input_ids=batch.input_ids, use_cache=False)
+    B, T = batch.input_ids.shape
+    S = model.config.segment_length
+    targets = batch.targets != IGNORE  # (B, T)
+    length = T - torch.argmax(targets.flip(1).int(), dim=1)  # (B,) tokens up to the last target
+    real = torch.arange(T, device=length.device)[None, :] < length[:, None]  # (B, T)
+    report: dict[str, dict[str, float]] = {}
+    for layer, record in zip(model.config.memory_layer_indices, records, strict=True):
+        ratio = torch.cat(record["read_ratio"], 1).float()  # (B, T)
+        block = {"read_ratio": float(ratio[real].mean()), "read_ratio_answer": float(ratio[targets].mean())}
+        if record["in_gate"]:
+            g_in = torch.cat(record["in_gate"], 1).float()  # (B, W) every write of every call, in order
+            g_forget = torch.cat(record["forget_gate"], 1).float()
+            done = torch.cat(record["write_done"], 1)
+            segment = done.long().cumsum(1) - 1  # (B, W) the k-th write of a row stores its segment k
+            done &= segment * S < length[:, None]
+            groups = {"": done}
+            if batch.fact_mask is not None:
+                n = -(-T // S)
+                fact = F.pad(batch.fact_mask.to(done.device), (0, n * S - T)).view(B, n, S).any(-1)  # (B, n)
+                has_fact = fact.gather(1, segment.clamp(0, n - 1)) & done
+                groups = {"_fact": has_fact, "_other": done & ~has_fact}
+            for suffix, mask in groups.items():
+                if mask.any():
+                    block[f"in_gate{suffix}"] = float(g_in[mask].mean())
+                    block[f"forget_gate{suffix}"] = float(g_forget[mask].mean())
+        report[f"block{layer}"] = block
+    return report
 
 
 def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float) -> float:
@@ -185,8 +224,11 @@ class Trainer:
         if r.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("train.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[r.precision]
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file; give a folder for the run (it will be created)")
         self.ckpt_root = self.out / "checkpoints"
-        existing = list_checkpoints(self.ckpt_root)
+        # Every step folder counts, complete or not: a new run must never overwrite one.
+        existing = list_step_dirs(self.ckpt_root)
         if existing and not resume:
             raise ValueError(
                 f"{self.out} already holds checkpoints ({existing[-1].name}); pass --resume or another --out"
@@ -217,6 +259,8 @@ class Trainer:
         self.resumed_from: Path | None = None
         if resume and existing:
             self._resume(existing[-1])
+        elif resume and self.main:
+            print(f"lm2 train: no checkpoint in {self.ckpt_root}: starting from step 0", file=sys.stderr)
         self.ddp = None
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -291,19 +335,56 @@ class Trainer:
             self.valid_groups = list(self.valid_qa.lengths)
 
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path, self.model, self.optimizer)
+        """Continue from ``path``, the newest step folder; everything is checked before any weight loads."""
+        if not (path / MANIFEST).is_file():
+            # Never fall back silently to an older checkpoint: training on would overwrite this folder.
+            older = list_checkpoints(self.ckpt_root)
+            way_out = (
+                f"move it out of {self.ckpt_root} to resume from {older[-1].name}"
+                if older
+                else "move it away"
+            )
+            raise CheckpointError(
+                f"cannot resume: the newest checkpoint {path} has no {MANIFEST} (an unfinished or damaged "
+                f"save); nothing was changed: {way_out}, or train into another --out"
+            )
+        verify_checkpoint(path)
+        state = read_trainer_state(path)
+        self._check_resumable(path, state)
+        load_checkpoint(path, self.model, self.optimizer, verify=False)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.resumed_from = path
+        if self.main:
+            print(
+                f"lm2 train: resuming from {path} (step {self.step} of {self.cfg.total_steps})",
+                file=sys.stderr,
+            )
+
+    def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse, in one line naming what differs, a checkpoint whose weights would not fit this run."""
         saved_model = state.get("config", {}).get("model")
-        if saved_model is not None and saved_model != self.cfg.to_dict()["model"]:
-            raise ValueError(f"cannot resume: the model section of the config differs from {path}'s")
+        if saved_model is not None:
+            diffs = _dict_diff(saved_model, self.cfg.to_dict()["model"], "model")
+            if diffs:
+                raise ValueError(
+                    f"cannot resume from {path}: the model section differs from the checkpoint's "
+                    f"({'; '.join(diffs)}); resume with the checkpoint's model section or use another --out"
+                )
+        saved_tok = load_tokenizer(path)
+        if saved_tok.get_vocab() != self.tokenizer.get_vocab():
+            raise ValueError(
+                f"cannot resume from {path}: the tokenizer differs from the one saved with it "
+                f"({len(saved_tok)} tokens there, {len(self.tokenizer)} in "
+                f"{self.cfg.data.tokenizer or self.cfg.model.pretrained}); set data.tokenizer={path} "
+                "or use another --out"
+            )
         if state.get("world_size", self.world) != self.world:
             raise ValueError(
                 f"cannot resume bit-identically: {path} was written by {state['world_size']} processes, "
                 f"this run has {self.world}"
             )
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.resumed_from = path
 
     # -- batches -------------------------------------------------------------------------------------
 
@@ -321,6 +402,10 @@ class Trainer:
             return [self.generated.batch(gen, r.seed, stage, stage_step, c) for c in chunks]
         idx = sample_indices(self.pools[stage], r.seed, stage, stage_step, r.batch_size)
         return [self.qa.collate(idx[c]) for c in chunks]
+
+    def _on_device(self, batch: Batch) -> Batch:
+        fact = batch.fact_mask.to(self.device) if batch.fact_mask is not None else None
+        return Batch(batch.input_ids.to(self.device), batch.targets.to(self.device), fact)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -341,9 +426,7 @@ class Trainer:
         lr = lr_at(step, self.cfg.total_steps, o.lr, o.warmup_steps, o.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [
-            Batch(b.input_ids.to(self.device), b.targets.to(self.device)) for b in self.micro_batches(step)
-        ]
+        batches = [self._on_device(b) for b in self.micro_batches(step)]
         local_targets = sum(b.num_targets for b in batches)
         local_tokens = sum(self._real_tokens(b) for b in batches)
         n_targets, n_tokens = self._all_sum(local_targets, local_tokens)
@@ -367,11 +450,9 @@ class Trainer:
         loss = loss_sum / n_targets
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
-            last = list_checkpoints(self.ckpt_root)
-            kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
             raise TrainingDiverged(
-                f"loss is {loss} at step {step + 1}: training stopped before the update; {kept} "
-                "(lower optim.lr, raise optim.warmup_steps or set optim.grad_clip)"
+                f"loss is {loss} at step {step + 1}: training stopped before the update; {self._last_good()} "
+                "(lower optim.lr, raise optim.warmup_steps or set optim.grad_clip, then --resume)"
             )
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -382,8 +463,10 @@ class Trainer:
             self.scaler.update()
         else:
             if not math.isfinite(grad_norm):
+                self.optimizer.zero_grad(set_to_none=True)
                 raise TrainingDiverged(
-                    f"the gradient norm is {grad_norm} at step {step + 1}: training stopped"
+                    f"the gradient norm is {grad_norm} at step {step + 1}: training stopped before the "
+                    f"update; {self._last_good()} (lower optim.lr or set optim.grad_clip, then --resume)"
                 )
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -396,6 +479,13 @@ class Trainer:
             "grad_norm": grad_norm,
             "tokens": int(n_tokens),
         }
+
+    def _last_good(self) -> str:
+        """Where to resume from after a divergence: the newest complete checkpoint (saved with finite weights)."""
+        last = list_checkpoints(self.ckpt_root)
+        if not last:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {last[-1]}"
 
     def _real_tokens(self, batch: Batch) -> int:
         """Input positions up to each row's last target (right padding excluded)."""
@@ -464,21 +554,35 @@ class Trainer:
         }
 
     def save(self) -> None:
-        if self.main:
-            path = save_checkpoint(
-                self.ckpt_root,
-                self.step,
-                self.model,
-                self.tokenizer,
-                self.optimizer,
-                self._state(),
-                self.cfg.train.keep_last,
+        # A checkpoint is "good" only with finite weights (an update can overflow with a finite loss);
+        # every process checks its identical copy, so all stop together.
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingDiverged(
+                f"the weights hold NaN/inf after step {self.step}: not saved; {self._last_good()} "
+                "(lower optim.lr or set optim.grad_clip, then --resume)"
             )
-            link = self.out / "last"
-            tmp = self.out / ".last.tmp"
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(path.relative_to(self.out))
-            os.replace(tmp, link)
+        if self.main:
+            try:
+                path = save_checkpoint(
+                    self.ckpt_root,
+                    self.step,
+                    self.model,
+                    self.tokenizer,
+                    self.optimizer,
+                    self._state(),
+                    self.cfg.train.keep_last,
+                )
+                link = self.out / "last"
+                tmp = self.out / ".last.tmp"
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(path.relative_to(self.out))
+                os.replace(tmp, link)
+            except OSError as err:  # a full disk, a lost mount: earlier checkpoints are intact
+                reason = err.strerror or str(err)
+                raise CheckpointError(
+                    f"cannot save the checkpoint of step {self.step} in {self.ckpt_root}: {reason}; "
+                    f"nothing was lost, {self._last_good()} (free space, then run again with --resume)"
+                ) from err
         if self.distributed:
             dist.barrier()
 
@@ -526,6 +630,13 @@ class Trainer:
                 last_metrics = metrics
                 if self.step % r.log_every == 0 or self.step == total:
                     if self.main:
+                        memory = memory_report(self.model, self._on_device(self.micro_batches(self.step - 1)[0]),
+                                               self._autocast)  # fmt: skip
+                        if memory:
+                            metrics["memory"] = memory
+                            for block, values in memory.items():
+                                for key, value in values.items():
+                                    writer.add_scalar(f"memory/{block}/{key}", value, self.step)
                         log.write(json.dumps(metrics) + "\n")
                         log.flush()
                         for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
@@ -560,6 +671,18 @@ class Trainer:
             if log is not None:
                 log.close()
         return last_metrics
+
+
+def _dict_diff(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
+    """``prefix.key: OLD in the checkpoint, NEW now`` for every dotted key whose value differs."""
+    diffs = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "unset"), new.get(key, "unset")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _dict_diff(a, b, f"{prefix}.{key}")
+        elif a != b:
+            diffs.append(f"{prefix}.{key}: {a} in the checkpoint, {b} now")
+    return diffs
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -57,3 +57,12 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
             yield lineno, row
+
+
+def check_out_folder(path: str | os.PathLike, holds: str) -> Path:
+    """Refuse an ``--out`` that names an existing file before any work is done; ``holds`` says what goes in."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(f"--out {path}: {part} is a file; give a folder (it will hold {holds})")
+    return path

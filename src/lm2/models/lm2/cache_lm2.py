@@ -8,20 +8,63 @@ the open segment's fill and the next positions follow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers.cache_utils import Cache
+
+
+class LM2LayerCache:
+    """One block's state: its self-attention keys/values and, in a memory block, its memory.
+
+    ``update`` appends a call's new keys/values and returns all of them, as transformers' cache layers do;
+    ``update_memory`` stores what the memory bank returned. The block reads and writes nothing else.
+    """
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None  # (B, Hkv, L, hd)
+        self.values: torch.Tensor | None = None  # (B, Hkv, L, hd)
+        self.memory: torch.Tensor | None = None  # (B, N, D) memory state after the last completed segment
+        self.segment: torch.Tensor | None = None  # (B, S, D) block inputs of the open segment
+        # The read keys/values of the current memory state: they change only when the memory is written.
+        self.memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new keys/values (B, Hkv, T, hd); return the cached ones followed by them (B, Hkv, L, hd)."""
+        if self.keys is not None:
+            keys = torch.cat([self.keys, keys], dim=2)
+            values = torch.cat([self.values, values], dim=2)
+        self.keys, self.values = keys, values
+        return keys, values
+
+    def update_memory(
+        self,
+        memory: torch.Tensor,
+        segment: torch.Tensor | None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> None:
+        self.memory, self.segment, self.memory_kv = memory, segment, memory_kv
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Apply fn to every tensor held (batch is dim 0 of each)."""
+        for name in ("keys", "values", "memory", "segment"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, fn(t))
+        if self.memory_kv is not None:
+            self.memory_kv = (fn(self.memory_kv[0]), fn(self.memory_kv[1]))
+
+    def drop_keys(self, start: int) -> None:
+        """Forget the first ``start`` cached keys/values."""
+        if self.keys is not None:
+            self.keys, self.values = self.keys[:, :, start:], self.values[:, :, start:]
 
 
 class LM2Cache(Cache):
     def __init__(self, num_layers: int) -> None:
         super().__init__(layers=[])
         self.num_layers = num_layers
-        self.keys: list[torch.Tensor | None] = [None] * num_layers
-        self.values: list[torch.Tensor | None] = [None] * num_layers
-        self.memory: list[torch.Tensor | None] = [None] * num_layers
-        self.segment: list[torch.Tensor | None] = [None] * num_layers
-        # The read keys/values of the current memory state: they change only when the memory is written.
-        self.memory_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        self.layers: list[LM2LayerCache] = [LM2LayerCache() for _ in range(num_layers)]
         self.key_index: torch.Tensor | None = (
             None  # (B, L) valid-token index of each cached key, -1 = padding
         )
@@ -67,15 +110,10 @@ class LM2Cache(Cache):
     def reset(self) -> None:
         self.__init__(self.num_layers)
 
-    def _map(self, fn) -> None:
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Apply fn to every per-sample tensor (batch is dim 0 everywhere)."""
-        for store in (self.keys, self.values, self.memory, self.segment):
-            for i, t in enumerate(store):
-                if t is not None:
-                    store[i] = fn(t)
-        for i, kv in enumerate(self.memory_kv):
-            if kv is not None:
-                self.memory_kv[i] = (fn(kv[0]), fn(kv[1]))
+        for layer in self.layers:
+            layer.map(fn)
         if self.key_index is not None:
             self.key_index = fn(self.key_index)
             self.seen_valid = fn(self.seen_valid)
@@ -88,6 +126,11 @@ class LM2Cache(Cache):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self._map(lambda t: t[indices])
+
+    def detach(self) -> LM2Cache:
+        """Cut the autograd graph of every tensor held (truncated backpropagation through time); returns self."""
+        self._map(torch.Tensor.detach)
+        return self
 
     def trim(self, window: int | None) -> None:
         """Drop the leading cached keys no future token can attend to (padding, or out of the window)."""
@@ -102,7 +145,5 @@ class LM2Cache(Cache):
         if start == 0:
             return
         self.key_index = self.key_index[:, start:]
-        for store in (self.keys, self.values):
-            for i, t in enumerate(store):
-                if t is not None:
-                    store[i] = t[:, :, start:]
+        for layer in self.layers:
+            layer.drop_keys(start)

@@ -92,7 +92,7 @@ def recall_accuracy(
 ) -> float:
     """Share of ``samples`` held-out samples with ``filler`` tokens between facts and question whose every
     answer token is the model's top prediction (drawn from the validation stream, never trained on)."""
-    fixed = dataclasses.replace(gen, filler=[filler], questions="one")
+    fixed = dataclasses.replace(gen, filler=[filler], filler_range=None, questions="one")
     model.eval()
     hits = 0
     for start in range(0, samples, batch_size):
@@ -105,7 +105,7 @@ def recall_accuracy(
 
 
 def demo(steps: int = 160, samples: int = 200, seed: int = 0, threads: int = 1) -> None:
-    """Show the memory at work: a tiny LM2 recalls a fact far beyond its attention window; vanilla cannot.
+    """Show the memory at work: a tiny LM2 recalls a fact from beyond its attention window; vanilla cannot.
 
     Trains a tiny LM2 and the same backbone without memory (both with a 32-token attention window) on
     generated bAbI qa1 samples: one fact, F filler tokens of the synthetic haystack (F drawn from 0, 32,

@@ -216,6 +216,15 @@ class LM2Config(PretrainedConfig):
             )
         positive("memory_topk", optional=True)
         positive("attention_window", optional=True)
+        window = self.attention_window
+        if self.use_memory and window is not None and window < self.segment_length:
+            # Memory is written only at segment ends: a token would see neither the older tokens of its
+            # own segment (outside the window) nor their memory write (not made yet).
+            raise ValueError(
+                f"attention_window ({window}) must be at least segment_length ({self.segment_length}) "
+                "when use_memory is True, or tokens early in a segment are seen by neither attention nor "
+                f"memory; raise attention_window to {self.segment_length} or more, or lower segment_length"
+            )
         if self.memory_topk is not None and self.memory_topk > self.memory_slots:
             raise ValueError(
                 f"memory_topk ({self.memory_topk}) cannot exceed memory_slots ({self.memory_slots})"

@@ -10,54 +10,25 @@ key names, so Llama checkpoints load directly.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
-from lm2.layers.rotary import LLAMA3_KEYS
-from lm2.models.lm2.cache_lm2 import LM2Cache
+from lm2.models.lm2.cache_lm2 import LM2Cache, LM2LayerCache
 from lm2.models.lm2.configuration_lm2 import LM2Config
 from lm2.models.lm_head import CausalLMHeadMixin
+from lm2.models.loading import llama_config_to_lm2, load_every_weight, load_llama, refuse_pickles
+from lm2.models.outputs import base_output, pick_cache, refuse_unknown
 
 logger = logging.getLogger(__name__)
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def _refuse_pickles(path: Path) -> None:
-    """A checkpoint folder must hold safetensors: pickles can run code when loaded."""
-    if any(path.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        raise ValueError(
-            f"{path} holds a pickled checkpoint ({', '.join(pickles)}) and no .safetensors file; only safetensors "
-            "checkpoints are loaded (convert it with safetensors.torch.save_file on a trusted machine)"
-        )
-    raise ValueError(f"{path} holds no .safetensors weights")
-
-
-def load_every_weight(load: Callable[..., Any], path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
-    """Run a ``PreTrainedModel.from_pretrained`` (safetensors by default) and refuse any missing, unexpected
-    or mismatched weight instead of letting it be silently re-initialised or dropped."""
-    want_info = kwargs.pop("output_loading_info", False)
-    kwargs.setdefault("use_safetensors", True)
-    model, info = load(path, *args, output_loading_info=True, **kwargs)
-    problems = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
-    problems = {k: v for k, v in problems.items() if v}
-    if problems:
-        raise ValueError(f"checkpoint {path} does not fit the model: {problems}")
-    return (model, info) if want_info else model
-
 
 class LM2Block(nn.Module):
     def __init__(self, config: LM2Config, layer_idx: int) -> None:
@@ -78,6 +49,7 @@ class LM2Block(nn.Module):
                 topk=config.memory_topk,
                 init=config.memory_init,
                 forget_bias=config.memory_forget_bias,
+                impl=config.memory_impl,
             )
             if layer_idx in config.memory_layer_indices
             else None
@@ -90,27 +62,19 @@ class LM2Block(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         layout: SegmentLayout | None,
-        cache: LM2Cache | None,
-        memory_impl: str,
+        cache: LM2LayerCache | None,
     ) -> torch.Tensor:
-        i = self.layer_idx
         h = self.input_layernorm(x)  # (B, T, D), what both self-attention and memory see
-        past_kv = None
-        if cache is not None and cache.keys[i] is not None:
-            past_kv = (cache.keys[i], cache.values[i])
-        attn, (k, v) = self.self_attn(h, cos, sin, mask, past_kv)
-        if cache is not None:
-            cache.keys[i], cache.values[i] = k, v
-        x = x + attn
+        x = x + self.self_attn(h, cos, sin, mask, cache)
         if self.memory is not None:
-            state = cache.memory[i] if cache is not None else None
+            state = cache.memory if cache is not None else None
             if state is None:
                 state = self.memory.initial(x.shape[0], x.device, x.dtype)
-            buffer = cache.segment[i] if cache is not None else None
-            state_kv = cache.memory_kv[i] if cache is not None else None
-            read, state, buffer, state_kv = self.memory(h, layout, state, buffer, memory_impl, state_kv)
+            segment = cache.segment if cache is not None else None
+            state_kv = cache.memory_kv if cache is not None else None
+            read, state, segment, state_kv = self.memory(h, layout, state, segment, state_kv)
             if cache is not None:
-                cache.memory[i], cache.segment[i], cache.memory_kv[i] = state, buffer, state_kv
+                cache.update_memory(state, segment, state_kv)
             if self.memory.diagnostics is not None:
                 ratio = read.detach().norm(dim=-1) / x.detach().norm(dim=-1).clamp_min(1e-12)
                 self.memory.diagnostics["read_ratio"].append(ratio)  # (B, T)
@@ -136,7 +100,7 @@ class LM2PreTrainedModel(PreTrainedModel):
         """
         path = Path(pretrained_model_name_or_path)
         if path.is_dir():
-            _refuse_pickles(path)
+            refuse_pickles(path)
             config = kwargs.pop("config", None)
             saved = LM2Config.from_pretrained(path)
             if config is None:
@@ -214,16 +178,22 @@ class LM2Model(LM2PreTrainedModel):
         past_key_values: LM2Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: LM2Cache | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
-        """Run the decoder over new tokens, continuing ``past_key_values`` when given.
+        """Run the decoder over new tokens, continuing the cache when given (``cache=`` or, before
+        transformers 5.24, ``past_key_values=``).
 
         attention_mask: 2-D (B, T) or (B, past + T), 1 = real token, 0 = padding. Padding is never attended
         to and never written into memory. position_ids default to each token's index among its sample's
         valid tokens (so left padding does not shift positions).
         """
+        refuse_unknown(kwargs, type(self).__name__)
+        if output_attentions:
+            raise ValueError("LM2 does not return attention weights: output_attentions is unsupported")
         config = self.config
         use_cache = config.use_cache if use_cache is None else use_cache
         output_hidden_states = bool(output_hidden_states)
@@ -249,11 +219,9 @@ class LM2Model(LM2PreTrainedModel):
             raise ValueError(f"empty input: got batch {B} x length {T}; at least one token is needed")
         device = inputs_embeds.device
 
-        cache = past_key_values
+        cache = pick_cache(cache, past_key_values)
         if cache is not None and not isinstance(cache, LM2Cache):
-            raise ValueError(
-                f"past_key_values must be an LM2Cache (as returned by this model), got {type(cache).__name__}"
-            )
+            raise ValueError(f"the cache must be an LM2Cache (as returned by this model), got {type(cache).__name__}")
         if cache is None and use_cache:
             cache = LM2Cache(config.num_hidden_layers)
         has_past = cache is not None and cache.is_initialized
@@ -276,7 +244,7 @@ class LM2Model(LM2PreTrainedModel):
         outputs, hidden_states = [], []
         for start in range(0, T, chunk):
             part = slice(start, start + chunk)
-            x, hidden = self._decode(
+            x, hidden = self._run_blocks(
                 inputs_embeds[:, part],
                 valid[:, part],
                 None if position_ids is None else position_ids[:, part],
@@ -288,14 +256,10 @@ class LM2Model(LM2PreTrainedModel):
         x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
         if output_hidden_states:
             hidden_states = [torch.cat(per_layer, 1) for per_layer in zip(*hidden_states, strict=True)]
-        out = BaseModelOutputWithPast(
-            last_hidden_state=x,
-            past_key_values=cache if use_cache else None,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-        )
+        out = base_output(x, cache if use_cache else None, tuple(hidden_states) if output_hidden_states else None)
         return out if return_dict else out.to_tuple()
 
-    def _decode(
+    def _run_blocks(
         self,
         x: torch.Tensor,
         valid: torch.Tensor,
@@ -337,7 +301,7 @@ class LM2Model(LM2PreTrainedModel):
             layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
         hidden_states = [x] if output_hidden_states else []
         for block in self.layers:
-            x = block(x, cos, sin, mask, layout, cache, config.memory_impl)
+            x = block(x, cos, sin, mask, layout, None if cache is None else cache.layers[block.layer_idx])
             if output_hidden_states:
                 hidden_states.append(x)
         x = self.norm(x)
@@ -388,8 +352,8 @@ class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
         opens the memory path. Backbone weights the checkpoint lacks, and checkpoint weights the model has no
         place for, are errors; the newly initialised memory weights are logged.
         """
-        llama_config, state = _load_llama(path_or_model)
-        config = _llama_config_to_lm2(llama_config, **memory_options)
+        llama_config, state = load_llama(path_or_model)
+        config = llama_config_to_lm2(llama_config, **memory_options)
         dtype = (
             state["model.embed_tokens.weight"].dtype
             if "model.embed_tokens.weight" in state
@@ -423,95 +387,3 @@ class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         # generate() must not build a DynamicCache: the first forward creates an LM2Cache.
         return False
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: LM2Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast | tuple:
-        """Logits for the new tokens; with labels, the mean next-token cross-entropy (ignoring -100)."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, **kwargs)
-        result = CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
-        )
-        return result if return_dict else result.to_tuple()
-
-
-def _llama_config_to_lm2(llama: Any, **memory_options: Any) -> LM2Config:
-    """The LM2Config of a transformers LlamaConfig (or its dict), refusing features LM2 does not implement."""
-    cfg = llama if isinstance(llama, dict) else llama.to_dict()
-    if cfg.get("model_type", "llama") != "llama":
-        raise ValueError(f"from_llama expects a Llama checkpoint, got model_type={cfg.get('model_type')!r}")
-    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    unsupported = {
-        "attention_bias": cfg.get("attention_bias", False),
-        "mlp_bias": cfg.get("mlp_bias", False),
-        "hidden_act": cfg.get("hidden_act", "silu") != "silu",
-        "rope_type": rope_type not in ("default", "llama3"),
-    }
-    head_dim = cfg.get("head_dim")
-    if head_dim is not None and head_dim * cfg["num_attention_heads"] != cfg["hidden_size"]:
-        unsupported["head_dim"] = True
-    bad = [k for k, v in unsupported.items() if v]
-    if bad:
-        raise ValueError(
-            f"this Llama checkpoint uses features LM2 does not implement: {bad} (supported: no biases, silu, "
-            f"default or llama3 RoPE, head_dim = hidden_size / num_attention_heads); rope={rope}"
-        )
-    fields = dict(
-        vocab_size=cfg["vocab_size"],
-        hidden_size=cfg["hidden_size"],
-        intermediate_size=cfg["intermediate_size"],
-        num_hidden_layers=cfg["num_hidden_layers"],
-        num_attention_heads=cfg["num_attention_heads"],
-        num_key_value_heads=cfg.get("num_key_value_heads"),
-        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
-        rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
-        rope_llama3={k: rope[k] for k in LLAMA3_KEYS} if rope_type == "llama3" else None,
-        max_position_embeddings=cfg.get("max_position_embeddings", 2048),
-        initializer_range=cfg.get("initializer_range", 0.02),
-        tie_word_embeddings=cfg.get("tie_word_embeddings", False),
-        bos_token_id=cfg.get("bos_token_id"),
-        eos_token_id=cfg.get("eos_token_id"),
-        pad_token_id=cfg.get("pad_token_id"),
-    )
-    return LM2Config(**{**fields, **memory_options})
-
-
-def _load_llama(path_or_model: Any) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(config dict, state dict) of a LlamaForCausalLM object or a local safetensors checkpoint folder."""
-    if isinstance(path_or_model, nn.Module):
-        return path_or_model.config.to_dict(), dict(path_or_model.state_dict())
-    path = Path(path_or_model)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no checkpoint folder at {path} (from_llama reads local folders only)")
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} has no config.json")
-    _refuse_pickles(path)
-    from safetensors.torch import load_file
-
-    state: dict[str, torch.Tensor] = {}
-    for file in sorted(path.glob("*.safetensors")):
-        state.update(load_file(file))
-    return json.loads((path / "config.json").read_text()), state

@@ -34,10 +34,12 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model, _refuse_pickles, load_every_weight
+from lm2.models.lm2.modeling_lm2 import LM2ForCausalLM, LM2Model
 from lm2.models.lm_head import CausalLMHeadMixin
+from lm2.models.loading import load_every_weight, refuse_pickles
+from lm2.models.outputs import base_output, pick_cache, refuse_unknown
 from lm2.models.rmt.configuration_rmt import RMTConfig
 
 
@@ -110,7 +112,7 @@ class RMTPreTrainedModel(PreTrainedModel):
         different ``num_mem_tokens``) are errors rather than silently re-initialised."""
         path = Path(pretrained_model_name_or_path)
         if path.is_dir():
-            _refuse_pickles(path)
+            refuse_pickles(path)
             saved = RMTConfig.from_pretrained(path).num_mem_tokens
             config = kwargs.get("config")
             asked = kwargs.get("num_mem_tokens", getattr(config, "num_mem_tokens", saved))
@@ -154,8 +156,11 @@ class RMTModel(RMTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: RMTCache | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast:
+        refuse_unknown(kwargs, type(self).__name__)
+        past = pick_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if position_ids is not None:
@@ -166,9 +171,9 @@ class RMTModel(RMTPreTrainedModel):
             raise ValueError(
                 "RMT returns only the last hidden states; output_attentions/hidden_states are unsupported"
             )
-        if past_key_values is not None and not isinstance(past_key_values, RMTCache):
+        if past is not None and not isinstance(past, RMTCache):
             raise ValueError(
-                f"RMT's past_key_values must be an RMTCache, got {type(past_key_values).__name__}"
+                f"RMT's cache must be an RMTCache, got {type(past).__name__}"
             )
         use_cache = self.config.use_cache if use_cache is None else use_cache
 
@@ -188,21 +193,21 @@ class RMTModel(RMTPreTrainedModel):
         if T == 0:
             raise ValueError("empty input: the sequence has no tokens")
 
-        seen = past_key_values.seen if past_key_values is not None else 0
+        seen = past.seen if past is not None else 0
         valid = self._valid_mask(attention_mask, B, T, seen)  # (B, T) bool
-        if past_key_values is None:
+        if past is None:
             memory = self.memory.unsqueeze(0).expand(B, -1, -1)  # (B, M, D)
             pending = [inputs_embeds.new_zeros(0, self.config.hidden_size) for _ in range(B)]
         else:
-            if past_key_values.batch_size != B:
+            if past.batch_size != B:
                 raise ValueError(
-                    f"past_key_values holds {past_key_values.batch_size} samples but the input has {B}"
+                    f"the cache holds {past.batch_size} samples but the input has {B}"
                 )
-            memory, pending = past_key_values.memory, past_key_values.pending
+            memory, pending = past.memory, past.pending
 
         hidden, memory, pending = self._recur(inputs_embeds, valid, memory, pending)
         cache = RMTCache(memory, pending, seen + T) if use_cache else None
-        out = BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
+        out = base_output(hidden, cache)
         return out if self._return_dict(return_dict) else out.to_tuple()
 
     @staticmethod
@@ -334,33 +339,3 @@ class RMTForCausalLM(CausalLMHeadMixin, RMTPreTrainedModel, GenerationMixin):
         inputs = super().prepare_inputs_for_generation(*args, **kwargs)
         inputs.pop("position_ids", None)  # generate() derives them from the mask; RMT sets its own
         return inputs
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: RMTCache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits, loss = self.logits_and_loss(out.last_hidden_state, labels, logits_to_keep, **kwargs)
-        result = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
-        return result if self._return_dict(return_dict) else result.to_tuple()
