@@ -50,6 +50,16 @@ def test_every_shipped_config_parses_and_validates() -> None:
         assert cfg.total_steps > 0, path
 
 
+def test_every_shipped_config_builds_its_model_config() -> None:
+    # A misspelled model override passes load_config and fails only when the run builds the model.
+    from lm2.train.models import build_config
+
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        if cfg.model.pretrained is None:
+            assert build_config(cfg.model, vocab_size=256).vocab_size >= 256, path
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
