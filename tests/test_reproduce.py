@@ -168,13 +168,16 @@ def test_a_finished_unit_made_from_another_config_is_refused(tmp_path: Path, mon
 
 def test_a_fact_distance_longer_than_a_length_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
+    text = (CONFIG_DIR / "smoke.yaml").read_text()
     bad.write_text(
-        (CONFIG_DIR / "laptop.yaml")
-        .read_text()
-        .replace('lengths: "512", samples: 2000', 'lengths: "256,512", samples: 2000')
+        text.replace('lengths: "0k,1k", samples: 3,', 'lengths: "2k,1k", fact_distance: 1000, samples: 3,')
     )
-    with pytest.raises(ValueError, match="fact_distance 256 leaves no room at length 256"):
+    with pytest.raises(ValueError, match="fact_distance 1000 leaves no room at length 1000"):
         load_scale(bad)
+    bad.write_text(
+        text.replace('lengths: "0k,1k", samples: 3,', 'lengths: "2k,1k", fact_distance: 999, samples: 3,')
+    )
+    load_scale(bad)
 
 
 def test_each_part_trains_only_the_arms_and_seeds_it_needs(tmp_path: Path) -> None:

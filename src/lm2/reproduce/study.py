@@ -324,7 +324,10 @@ class Study:
                              "memory_parameters": memory, "steps": cfg.total_steps,
                              "batch_size": cfg.train.batch_size})  # fmt: skip
         units = [u for u, _ in self.plan(parts)]
-        print(f"dry run of scale {self.cfg.name}: {len(units)} units, {len(rows)} training runs")
+        print(
+            f"dry run of scale {self.cfg.name}: {len(units)} units, {len(rows)} training runs "
+            f"(parameters for a vocabulary of {vocab}: tokenizer.vocab_size, or 8192 when it is not set)"
+        )
         for r in rows:
             print(
                 f"  {r['arm']} s{r['seed']}: {r['family']}, {r['parameters']:,} parameters "
