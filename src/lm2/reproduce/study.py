@@ -22,7 +22,15 @@ from typing import Any
 
 import yaml
 
-from lm2.reproduce.config import PARTS, ScaleConfig, check_training_config, load_scale, scale_path, splits
+from lm2.reproduce.config import (
+    PARTS,
+    ScaleConfig,
+    check_training_config,
+    fill,
+    load_scale,
+    scale_path,
+    splits,
+)
 from lm2.utils.io import atomic_write_text
 
 DONE = "DONE.json"
@@ -138,7 +146,7 @@ class Study:
 
         out = Path(self.paths["tokenizer"])
         shutil.rmtree(out, ignore_errors=True)  # a tokenizer killed half-way is rebuilt from scratch
-        kwargs = _fill(self.cfg.tokenizer, self.paths)
+        kwargs = fill(self.cfg.tokenizer, self.paths)
         tokenizer_command(out=out, **kwargs)
         return {"command": _command("lm2 data tokenizer", {"out": out, **kwargs}), "output": str(out)}
 
@@ -147,7 +155,7 @@ class Study:
 
         out = Path(self.paths["data"]) / split
         shutil.rmtree(out, ignore_errors=True)
-        kwargs = _fill(self.cfg.data[split], self.paths)
+        kwargs = fill(self.cfg.data[split], self.paths)
         babilong_command(tokenizer=Path(self.paths["tokenizer"]), out=out, **kwargs)
         args = {"tokenizer": self.paths["tokenizer"], "out": out, **kwargs}
         return {"command": _command("lm2 data babilong", args), "output": str(out)}
@@ -334,12 +342,6 @@ class Study:
                 f"({r['memory_parameters']:,} memory), {r['steps']} steps x {r['batch_size']}"
             )
         return rows
-
-
-def _fill(kwargs: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:
-    from lm2.reproduce.config import fill
-
-    return fill(dict(kwargs), paths)
 
 
 def _no_nan(value: Any) -> Any:
