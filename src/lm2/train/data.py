@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lm2.data.prompts import answer_text, get_prompt_format
+from lm2.data.tokenizer import load_tokenizer
 from lm2.train.config import normalize_length
 from lm2.utils.io import atomic_write, atomic_write_text, iter_jsonl
 
@@ -543,3 +544,20 @@ class GeneratedQA:
             fixed = dataclasses.replace(single, filler=[filler], filler_range=None)
             out += [self.rows(fixed, (seed, VALID_STREAM, filler, i))[0] for i in range(count)]
         return out
+
+
+def prepare(inputs: str, tokenizer: Path, out: Path, shard_tokens: int = 50_000_000) -> None:
+    """Tokenise text files once into memory-mapped shards for language-model pretraining (data.kind: text).
+
+    Args:
+        inputs: comma-separated text files, folders (searched for *.txt) or globs.
+        tokenizer: a tokenizer folder.
+        out: the output folder (shard-NNNNN.bin + meta.json).
+        shard_tokens: tokens per shard file.
+    """
+    meta = prepare_text(
+        [s for s in inputs.split(",") if s.strip()], load_tokenizer(tokenizer), out, shard_tokens
+    )
+    print(
+        f"{meta['tokens']} tokens from {len(meta['sources'])} files in {len(meta['shards'])} shards -> {out}"
+    )

@@ -738,25 +738,6 @@ def train(config: Path, out: Path, set: str | None = None, resume: bool = False)
         _exit_distributed(0)
 
 
-def prepare(inputs: str, tokenizer: Path, out: Path, shard_tokens: int = 50_000_000) -> None:
-    """Tokenise text files once into memory-mapped shards for language-model pretraining (data.kind: text).
-
-    Args:
-        inputs: comma-separated text files, folders (searched for *.txt) or globs.
-        tokenizer: a tokenizer folder.
-        out: the output folder (shard-NNNNN.bin + meta.json).
-        shard_tokens: tokens per shard file.
-    """
-    from lm2.train.data import prepare_text
-
-    meta = prepare_text(
-        [s for s in inputs.split(",") if s.strip()], load_tokenizer(tokenizer), out, shard_tokens
-    )
-    print(
-        f"{meta['tokens']} tokens from {len(meta['sources'])} files in {len(meta['shards'])} shards -> {out}"
-    )
-
-
 def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:
     """The records of a run's log.jsonl."""
     with open(path, encoding="utf-8") as f:
