@@ -299,7 +299,7 @@ def _build(out: Path, tok, interrupt_at: int | None = None, how: str = "ctrl-c")
 def test_an_interrupted_babilong_build_leaves_no_temp_files_and_eval_refuses_it(
     tmp_path: Path, small_tok, how: str, capsys: pytest.CaptureFixture
 ) -> None:
-    from lm2.eval.rows import load_rows
+    from lm2.data.rows import load_rows
 
     out = tmp_path / "set"
     (out / "0k").mkdir(parents=True)
@@ -325,7 +325,7 @@ def test_an_interrupted_babilong_build_leaves_no_temp_files_and_eval_refuses_it(
 
 
 def test_a_sparse_grid_from_mixed_sources_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from lm2.eval.rows import load_rows, missing_sets
+    from lm2.data.rows import load_rows, missing_sets
     from tests.test_eval_fixtures import make_checkpoint
 
     a = write_jsonl(tmp_path / "a.jsonl", qa1_rows(1, seed=1) + qa1_rows(1, seed=2, length="1k"))

@@ -36,6 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+from lm2.data.rows import read_rows
 from lm2.models.outputs import CACHE_FIELD, output_cache
 from lm2.train.checkpoint import (
     MANIFEST,
@@ -55,7 +56,6 @@ from lm2.train.data import (
     QADataset,
     TextShards,
     read_babi_rows,
-    read_babilong_rows,
     sample_indices,
     split_stories,
 )
@@ -318,8 +318,8 @@ class Trainer:
             if d.valid:
                 valid_rows = [r for s in read_babi_rows(d.valid, tasks) for r in s]
         else:
-            train_rows = read_babilong_rows(d.train)
-            valid_rows = read_babilong_rows(d.valid) if d.valid else []
+            train_rows = read_rows(d.train)
+            valid_rows = read_rows(d.valid) if d.valid else []
             if tasks:
                 train_rows = [r for r in train_rows if r.get("task") in tasks]
                 valid_rows = [r for r in valid_rows if r.get("task") in tasks]
