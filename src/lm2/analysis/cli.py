@@ -139,8 +139,9 @@ def analyze_memory(
         dtype: float32, bfloat16 or float16.
     """
     from lm2.data.babi.types import parse_tasks
+    from lm2.data.babilong import length_label
+    from lm2.data.rows import load_rows
     from lm2.eval.loading import load_model_and_tokenizer
-    from lm2.eval.rows import length_label, load_rows
 
     if (text is None) == (sample is None):
         raise ValueError("give exactly one of --text (a prompt) or --sample (BABILong rows)")

@@ -189,9 +189,10 @@ class Study:
 
     def eval_babilong(self, arm: str, seed: int, rag: str | None) -> dict[str, Any]:
         from lm2.data.babi.types import parse_tasks
+        from lm2.data.babilong import length_label
+        from lm2.data.rows import load_rows
         from lm2.eval.babilong import Candidate, evaluate, make_retriever
         from lm2.eval.loading import load_model_and_tokenizer
-        from lm2.eval.rows import length_label, load_rows
 
         t = self.cfg.table1
         data = ",".join(str(Path(self.paths["data"]) / s) for s in splits(t.split))
@@ -274,8 +275,9 @@ class Study:
     def analyse(self) -> dict[str, Any]:
         from lm2.analysis.cli import run_analysis
         from lm2.data.babi.types import parse_tasks
+        from lm2.data.babilong import length_label
+        from lm2.data.rows import load_rows
         from lm2.eval.loading import load_model_and_tokenizer
-        from lm2.eval.rows import length_label, load_rows
 
         a = self.cfg.analysis
         data = ",".join(str(Path(self.paths["data"]) / s) for s in splits(a.split))

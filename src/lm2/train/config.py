@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from lm2.data.babilong import length_label
+
 FAMILIES = ("lm2", "rmt", "llama", "auto")
 DATA_KINDS = ("babilong", "babi", "text", "generate")
 GENERATE_PLACEMENTS = ("first", "scattered")
@@ -198,7 +200,7 @@ class Config:
             if d.kind == "text" and s.lengths is not None:
                 raise ValueError(f"curriculum[{i}].lengths applies to BABILong rows, not data.kind 'text'")
             if s.lengths is not None:
-                s.lengths = [normalize_length(x) for x in s.lengths]
+                s.lengths = [length_label(x) for x in s.lengths]
             if s.generate is not None and d.kind != "generate":
                 raise ValueError(f"curriculum[{i}].generate applies to data.kind 'generate' only")
             if d.kind == "generate" and s.lengths is not None:
@@ -239,13 +241,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def normalize_length(length: Any) -> str:
-    """A BABILong length as its config name (k = 1000 tokens, as the builder counts): 1000 / "1K" -> "1k"."""
-    from lm2.data.babilong import length_name, parse_length
-
-    return length_name(parse_length(length))
 
 
 def _check_generate(g: GenerateConfig, where: str) -> None:
