@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from lm2 import LM2Config, LM2ForCausalLM, RMTConfig, RMTForCausalLM
+from lm2.models.loading import lm2_config_to_llama
 from lm2.models.outputs import output_cache
 
 BACKBONE = dict(
@@ -125,19 +126,7 @@ def check_generation(device: str) -> str:
 
 def check_llama_parity(device: str) -> str:
     config = lm2(device, use_memory=False).config
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            **{k: getattr(config, k) for k in ("vocab_size", "hidden_size", "intermediate_size")},
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            num_key_value_heads=config.num_key_value_heads,
-            rms_norm_eps=config.rms_norm_eps,
-            rope_parameters={"rope_theta": config.rope_theta, "rope_type": "default"},
-            max_position_embeddings=config.max_position_embeddings,
-            tie_word_embeddings=config.tie_word_embeddings,
-            attn_implementation="eager",
-        )
-    ).to(device).eval()
+    llama = LlamaForCausalLM(lm2_config_to_llama(config, attn_implementation="eager")).to(device).eval()
     ours = LM2ForCausalLM(config).to(device).eval()
     ours.load_state_dict(llama.state_dict(), strict=True)
     ids = ids_for(device, 3, 37, 4)

@@ -31,3 +31,11 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not present: {path} (the shared data folder beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="module")
+def qa1_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A byte-level tokenizer of qa1 text, trained once per test module."""
+    from tests.test_train_helpers import make_qa1_tokenizer
+
+    return make_qa1_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")

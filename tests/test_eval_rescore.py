@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lm2.cli import build_parser, main
+from lm2.data.rows import load_rows
 from lm2.eval.babilong import Candidate, evaluate
 from lm2.eval.rescore import read_harness_csv, read_source, rescore
-from lm2.eval.rows import load_rows
 from tests.test_eval_babilong import FakeLM, _row, _write_jsonl
 from tests.test_eval_fixtures import make_checkpoint, make_tokenizer
 

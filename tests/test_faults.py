@@ -18,24 +18,11 @@ from lm2.cli import main
 from lm2.train.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
 from lm2.train.config import load_config
 from lm2.train.trainer import Trainer, TrainingDiverged
-from tests.test_train_helpers import make_qa1_tokenizer, qa1_rows, tiny_lm2, write_config, write_jsonl
-
-
-@pytest.fixture(scope="module")
-def qa1_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_qa1_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
-
-
-def _config(tmp_path: Path, tokenizer: Path, steps: int = 4) -> Path:
-    data = write_jsonl(tmp_path / "data" / "train.jsonl", qa1_rows(64, seed=0))
-    return write_config(
-        tmp_path / "run.yaml",
-        model=tiny_lm2(),
-        data={"kind": "babilong", "train": [str(data)], "tokenizer": str(tokenizer)},
-        curriculum=[{"steps": steps}],
-        optim={"lr": 1e-3, "warmup_steps": 2},
-        train={"batch_size": 8, "log_every": 1, "save_every": 2, "progress": False},
-    )
+from tests.test_train_helpers import (
+    qa1_rows,
+    qa1_run_config,
+    write_jsonl,
+)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -56,7 +43,7 @@ def _one_line_error(capsys: pytest.CaptureFixture) -> str:
 @pytest.fixture()
 def run(tmp_path: Path, qa1_tokenizer: Path) -> tuple[Path, Path]:
     """A finished 4-step run with checkpoints at steps 2 and 4: (config, OUT)."""
-    config = _config(tmp_path, qa1_tokenizer)
+    config = qa1_run_config(tmp_path, qa1_tokenizer)
     Trainer(load_config(config), tmp_path / "out").run()
     return config, tmp_path / "out"
 
@@ -160,7 +147,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
 ) -> None:
     import lm2.train.checkpoint as checkpoint
 
-    config = _config(tmp_path, qa1_tokenizer)
+    config = qa1_run_config(tmp_path, qa1_tokenizer)
     real_save = checkpoint.save_file
     calls = []
 
@@ -188,7 +175,7 @@ def test_out_naming_an_existing_file_is_refused_before_any_work(
 
     taken = tmp_path / "taken.txt"
     taken.write_text("keep me\n")
-    config = _config(tmp_path, qa1_tokenizer)
+    config = qa1_run_config(tmp_path, qa1_tokenizer)
     assert main(["train", "--config", str(config), "--out", str(taken)]) == 2
     assert f"--out {taken} is a file" in _one_line_error(capsys)
     model = make_checkpoint(tmp_path / "model")
@@ -299,7 +286,7 @@ def _build(out: Path, tok, interrupt_at: int | None = None, how: str = "ctrl-c")
 def test_an_interrupted_babilong_build_leaves_no_temp_files_and_eval_refuses_it(
     tmp_path: Path, small_tok, how: str, capsys: pytest.CaptureFixture
 ) -> None:
-    from lm2.eval.rows import load_rows
+    from lm2.data.rows import load_rows
 
     out = tmp_path / "set"
     (out / "0k").mkdir(parents=True)
@@ -325,7 +312,7 @@ def test_an_interrupted_babilong_build_leaves_no_temp_files_and_eval_refuses_it(
 
 
 def test_a_sparse_grid_from_mixed_sources_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from lm2.eval.rows import load_rows, missing_sets
+    from lm2.data.rows import load_rows, missing_sets
     from tests.test_eval_fixtures import make_checkpoint
 
     a = write_jsonl(tmp_path / "a.jsonl", qa1_rows(1, seed=1) + qa1_rows(1, seed=2, length="1k"))

@@ -104,6 +104,24 @@ def test_fewer_facts_keep_the_answer(gen_qa, task: str) -> None:
         assert answer == row["target"]
 
 
+@pytest.mark.parametrize("task", ["qa2", "qa3"])
+def test_story_facts_cut_stories_as_written(gen_qa, task: str) -> None:
+    # a curriculum over the story's length for any task: the story's own prefix, so always coherent
+    g = GenerateConfig(tasks=task, filler=[0], story_facts=[2, 6])
+    for r in range(30):
+        (row,) = gen_qa.rows(g, (0, 0, 0, r))
+        assert 2 <= len(row["facts"]) <= 6
+        ((answer, _),) = solve([*row["facts"], row["question"]])
+        assert answer == row["target"]
+    story = gen_qa.rows(
+        GenerateConfig(tasks="qa1", filler=[0], story_facts=[3, 5], questions="all"), (0, 0, 0, 0)
+    )
+    told = np.cumsum([len(r["facts"]) for r in story])
+    assert told[-1] <= 5 and told[-1] >= 3
+    with pytest.raises(ValueError, match="no story among 1000 has a question after 3..3 statements"):
+        gen_qa.rows(GenerateConfig(tasks="qa1", filler=[0], story_facts=[3, 3]), (0, 0, 0, 0))
+
+
 def test_story_mode_asks_every_question_in_place_with_loss_on_every_answer(word_tok, gen_qa) -> None:
     tok = word_tok[1]
     g = GenerateConfig(tasks="qa1", filler=[8], questions="all")
@@ -182,6 +200,7 @@ def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_q
         ("data.generate.min_fact_distance=8", "min_fact_distance (8) exceeds the smallest filler (0)"),
         ("data.generate.facts=[3,1]", "facts must be [lo, hi] with 1 <= lo <= hi"),
         ("data.generate.filler_range=[9,2]", "filler_range must be [lo, hi] with 0 <= lo <= hi"),
+        ("data.generate.story_facts=[0,2]", "story_facts must be [lo, hi] with 1 <= lo <= hi"),
         ("data.generate.tasks=qa99", "unknown bAbI task"),
         (
             "data.generate.tasks=qa1-qa2",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lm2 import LM2ForCausalLM
-from lm2.models.lm2.commands import recall_accuracy, recall_config, recall_tokenizer, train_recall
+from lm2.commands import recall_accuracy, recall_config, recall_tokenizer, train_recall
 from lm2.train.config import GenerateConfig
 from lm2.train.data import GeneratedQA
 

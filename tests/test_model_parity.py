@@ -7,26 +7,13 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lm2 import LM2Config, LM2ForCausalLM
+from lm2.models.loading import lm2_config_to_llama
 from lm2.models.outputs import CACHE_FIELD, output_cache
 from tests.conftest import TINY_BACKBONE
 
 
 def llama_twin(config: LM2Config) -> LlamaForCausalLM:
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            num_key_value_heads=config.num_key_value_heads,
-            rms_norm_eps=config.rms_norm_eps,
-            rope_parameters={"rope_theta": config.rope_theta, "rope_type": "default"},
-            max_position_embeddings=config.max_position_embeddings,
-            tie_word_embeddings=config.tie_word_embeddings,
-            attn_implementation="eager",
-        )
-    )
+    return LlamaForCausalLM(lm2_config_to_llama(config, attn_implementation="eager"))
 
 
 @pytest.mark.parametrize("tie", [False, True])

@@ -17,26 +17,14 @@ from lm2.train.checkpoint import CheckpointError, list_checkpoints, load_checkpo
 from lm2.train.config import load_config
 from lm2.train.data import IGNORE, QADataset, TextShards, prepare_text, sample_indices
 from lm2.train.trainer import Trainer, TrainingDiverged, detach_cache, lr_at, run_pieces
-from tests.test_train_helpers import make_qa1_tokenizer, qa1_rows, tiny_lm2, write_config, write_jsonl
+from tests.test_train_helpers import (
+    qa1_rows,
+    qa1_run_config,
+    tiny_lm2,
+    write_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def qa1_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_qa1_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
-
-
-def _config(tmp_path: Path, tokenizer: Path, steps: int = 4, **train) -> Path:
-    data = write_jsonl(tmp_path / "data" / "train.jsonl", qa1_rows(64, seed=0))
-    return write_config(
-        tmp_path / "run.yaml",
-        model=tiny_lm2(),
-        data={"kind": "babilong", "train": [str(data)], "tokenizer": str(tokenizer)},
-        curriculum=[{"steps": steps}],
-        optim={"lr": 1e-3, "warmup_steps": 2},
-        train={"batch_size": 8, "log_every": 1, "save_every": 2, "progress": False, **train},
-    )
 
 
 # -- config -------------------------------------------------------------------------------------------
@@ -76,13 +64,13 @@ def test_every_shipped_config_builds_its_model_config() -> None:
 def test_bad_config_errors_name_the_key_and_the_valid_values(
     tmp_path: Path, override: str, message: str
 ) -> None:
-    path = _config(tmp_path, tmp_path / "tok")
+    path = qa1_run_config(tmp_path, tmp_path / "tok")
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(path, [override])
 
 
 def test_overrides_are_typed_and_reach_nested_fields(tmp_path: Path) -> None:
-    path = _config(tmp_path, tmp_path / "tok")
+    path = qa1_run_config(tmp_path, tmp_path / "tok")
     cfg = load_config(
         path, "optim.lr=3e-4 curriculum.0.steps=7 model.overrides.memory_slots=4 'optim.betas=[0.8, 0.9]'"
     )
@@ -91,7 +79,7 @@ def test_overrides_are_typed_and_reach_nested_fields(tmp_path: Path) -> None:
 
 
 def test_misspelled_model_override_lists_the_model_fields(tmp_path: Path, qa1_tokenizer: Path) -> None:
-    cfg = load_config(_config(tmp_path, qa1_tokenizer), ["model.overrides.memory_slot=4"])
+    cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer), ["model.overrides.memory_slot=4"])
     with pytest.raises(ValueError, match="unknown model.overrides key 'memory_slot'.*memory_slots"):
         Trainer(cfg, tmp_path / "out")
 
@@ -253,7 +241,7 @@ def test_detach_cache_cuts_the_graph_of_every_cached_tensor() -> None:
 def test_checkpoint_round_trip_keeps_last_k_and_names_damaged_files(
     tmp_path: Path, qa1_tokenizer: Path
 ) -> None:
-    cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=6, keep_last=2))
+    cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=6, keep_last=2))
     trainer = Trainer(cfg, tmp_path / "out")
     trainer.run()
     ckpts = list_checkpoints(tmp_path / "out" / "checkpoints")
@@ -288,7 +276,7 @@ def test_checkpoint_round_trip_keeps_last_k_and_names_damaged_files(
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(
     tmp_path: Path, qa1_tokenizer: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=4))
+    cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=4))
     import lm2.train.checkpoint as checkpoint
 
     real_save = checkpoint.save_file
@@ -313,9 +301,9 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, qa1_tokenizer: Path
 ) -> None:
-    cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=2))
+    cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=2))
     Trainer(cfg, tmp_path / "out").run()
-    longer = load_config(_config(tmp_path, qa1_tokenizer, steps=4))
+    longer = load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=4))
     trainer = Trainer(longer, tmp_path / "out", resume=True)
     assert trainer.step == 2
     with torch.no_grad():
@@ -334,14 +322,14 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
 def test_existing_checkpoints_need_resume_and_missing_data_is_named(
     tmp_path: Path, qa1_tokenizer: Path
 ) -> None:
-    cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=2))
+    cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=2))
     Trainer(cfg, tmp_path / "out").run()
     with pytest.raises(ValueError, match="already holds checkpoints.*--resume"):
         Trainer(cfg, tmp_path / "out")
     cfg.data.train = [str(tmp_path / "nope.jsonl")]
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         Trainer(cfg, tmp_path / "fresh")
-    cfg = load_config(_config(tmp_path, qa1_tokenizer), ["curriculum.0.lengths=[4k]"])
+    cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer), ["curriculum.0.lengths=[4k]"])
     with pytest.raises(ValueError, match="no training rows of length 4k; the data has lengths 0k"):
         Trainer(cfg, tmp_path / "fresh2")
 
@@ -355,7 +343,7 @@ def test_every_family_trains_and_its_checkpoint_loads_with_auto_classes(
 ) -> None:
     from transformers import AutoModelForCausalLM
 
-    cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=2, tbptt_segments=tbptt))
+    cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=2, tbptt_segments=tbptt))
     cfg.model.family, cfg.model.overrides = family, overrides
     trainer = Trainer(cfg, tmp_path / "out")
     metrics = trainer.run()
@@ -400,7 +388,7 @@ def test_cli_exit_codes_user_error_2_and_diverged_3(
 ) -> None:
     from lm2.cli import main
 
-    config = _config(tmp_path, qa1_tokenizer)
+    config = qa1_run_config(tmp_path, qa1_tokenizer)
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "a"), "--set", "optim.lrr=1"]) == 2
     assert "unknown config key optim.lrr" in capsys.readouterr().err
 
@@ -414,11 +402,11 @@ def test_cli_exit_codes_user_error_2_and_diverged_3(
 
 
 def test_fine_tuning_starts_from_a_saved_model_and_its_tokenizer(tmp_path: Path, qa1_tokenizer: Path) -> None:
-    cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=2))
+    cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=2))
     first = Trainer(cfg, tmp_path / "pre")
     first.run()
     tuned = load_config(
-        _config(tmp_path, qa1_tokenizer, steps=1),
+        qa1_run_config(tmp_path, qa1_tokenizer, steps=1),
         f"model.family=auto model.pretrained={tmp_path / 'pre' / 'last'} data.tokenizer=null",
     )
     second = Trainer(tuned, tmp_path / "tuned")
@@ -435,7 +423,7 @@ def test_gradient_accumulation_matches_one_batch_and_bf16_autocast_trains(
 ) -> None:
     logs = {}
     for name, sets in (("one", ""), ("accum", "train.grad_accum=4"), ("bf16", "train.precision=bf16")):
-        cfg = load_config(_config(tmp_path, qa1_tokenizer, steps=3), sets)
+        cfg = load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=3), sets)
         Trainer(cfg, tmp_path / name).run()
         logs[name] = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
     for a, b in zip(logs["one"], logs["accum"], strict=True):

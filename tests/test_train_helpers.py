@@ -65,6 +65,19 @@ def tiny_lm2(**overrides: Any) -> dict[str, Any]:
     return {"family": "lm2", "preset": "tiny", "overrides": overrides}
 
 
+def qa1_run_config(tmp_path: Path, tokenizer: Path, steps: int = 4, **train: Any) -> Path:
+    """A short qa1 training run of the tiny LM2 (64 rows, batch 8, a checkpoint every 2 steps)."""
+    data = write_jsonl(tmp_path / "data" / "train.jsonl", qa1_rows(64, seed=0))
+    return write_config(
+        tmp_path / "run.yaml",
+        model=tiny_lm2(),
+        data={"kind": "babilong", "train": [str(data)], "tokenizer": str(tokenizer)},
+        curriculum=[{"steps": steps}],
+        optim={"lr": 1e-3, "warmup_steps": 2},
+        train={"batch_size": 8, "log_every": 1, "save_every": 2, "progress": False, **train},
+    )
+
+
 def test_qa1_rows_are_answerable() -> None:
     for row in qa1_rows(50, seed=1):
         who = row["question"].removeprefix("Where is ").removesuffix("?")

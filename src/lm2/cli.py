@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import inspect
 import re
 import sys
@@ -19,23 +18,33 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-# Subcommand -> "module:function", or a nested group. Modules are imported only to build the parser.
+from lm2.commands import demo, params
+from lm2.data.cli import babi_command, babilong_command, tokenizer_command
+from lm2.eval.babilong import eval_babilong
+from lm2.eval.harness import eval_harness
+from lm2.eval.mmlu import eval_mmlu
+from lm2.eval.ppl import eval_ppl
+from lm2.eval.rescore import eval_rescore
+from lm2.train.data import prepare
+from lm2.train.trainer import train
+
+# Subcommand -> the typed function it runs, or a nested group.
 COMMANDS: dict[str, Any] = {
-    "demo": "lm2.models.lm2.commands:demo",
-    "params": "lm2.models.lm2.commands:params",
+    "demo": demo,
+    "params": params,
     "data": {
-        "babi": "lm2.data.cli:babi_command",
-        "babilong": "lm2.data.cli:babilong_command",
-        "tokenizer": "lm2.data.cli:tokenizer_command",
+        "babi": babi_command,
+        "babilong": babilong_command,
+        "tokenizer": tokenizer_command,
     },
-    "prepare": "lm2.train.trainer:prepare",
-    "train": "lm2.train.trainer:train",
+    "prepare": prepare,
+    "train": train,
     "eval": {
-        "babilong": "lm2.eval.babilong:eval_babilong",
-        "mmlu": "lm2.eval.mmlu:eval_mmlu",
-        "ppl": "lm2.eval.ppl:eval_ppl",
-        "harness": "lm2.eval.harness:eval_harness",
-        "rescore": "lm2.eval.rescore:eval_rescore",
+        "babilong": eval_babilong,
+        "mmlu": eval_mmlu,
+        "ppl": eval_ppl,
+        "harness": eval_harness,
+        "rescore": eval_rescore,
     },
 }
 
@@ -43,11 +52,6 @@ _GROUP_HELP = {
     "data": "generate bAbI stories, build BABILong sets, train a tokenizer",
     "eval": "evaluate checkpoints: BABILong accuracy, MMLU, perplexity, lm-evaluation-harness tasks",
 }
-
-
-def _resolve(target: str) -> Callable[..., Any]:
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _doc_parts(func: Callable[..., Any]) -> tuple[str, dict[str, str]]:
@@ -127,7 +131,7 @@ def _add_group(parser: argparse.ArgumentParser, group: dict[str, Any], depth: in
             child = sub.add_parser(name, help=_GROUP_HELP.get(name, ""), description=_GROUP_HELP.get(name))
             _add_group(child, target, depth + 1)
             continue
-        func = _resolve(target)
+        func = target
         description, _ = _doc_parts(func)
         child = sub.add_parser(
             name,

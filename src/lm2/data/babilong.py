@@ -78,6 +78,11 @@ def parse_length(spec: str | int) -> int:
     return value
 
 
+def length_label(length: Any) -> str:
+    """Any spelling of a length as its config name: "1K", 1000, "1k" -> "1k"; 0 -> "0k"."""
+    return length_name(parse_length(length))
+
+
 def length_name(tokens: int) -> str:
     """The config name of a length: 1000 -> '1k', 0 -> '0k', 1_000_000 -> '1m', 1500 -> '1500'."""
     if tokens % 1_000_000 == 0 and tokens:

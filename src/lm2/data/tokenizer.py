@@ -63,6 +63,13 @@ def train_tokenizer(
         show_progress=False,
     )
 
+    return _train(tok, trainer, texts, unk_token=EOS_TOKEN)
+
+
+def _train(
+    tok: Tokenizer, trainer: trainers.Trainer, texts: Iterable[str | bytes], unk_token: str
+) -> PreTrainedTokenizerFast:
+    """Train ``tok`` on the cleaned ``texts`` and wrap it for transformers (eos doubles as bos)."""
     seen = 0
 
     def cleaned() -> Iterator[str]:
@@ -78,7 +85,7 @@ def train_tokenizer(
         tokenizer_object=tok,
         eos_token=EOS_TOKEN,
         bos_token=EOS_TOKEN,
-        unk_token=EOS_TOKEN,
+        unk_token=unk_token,
         pad_token=PAD_TOKEN,
         model_max_length=10**9,  # the models here read inputs of any length; don't warn at 1024
     )
@@ -108,25 +115,7 @@ def train_word_tokenizer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=WORD_SPECIAL_TOKENS,
         show_progress=False,
     )  # fmt: skip
-    seen = 0
-
-    def cleaned() -> Iterator[str]:
-        nonlocal seen
-        for text in texts:
-            seen += 1
-            yield clean_text(text)
-
-    tok.train_from_iterator(cleaned(), trainer=trainer)
-    if seen == 0:
-        raise ValueError("no training text given to the tokenizer")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=EOS_TOKEN,
-        bos_token=EOS_TOKEN,
-        unk_token=UNK_TOKEN,
-        pad_token=PAD_TOKEN,
-        model_max_length=10**9,
-    )
+    return _train(tok, trainer, texts, unk_token=UNK_TOKEN)
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | os.PathLike) -> Path:

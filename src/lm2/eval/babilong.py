@@ -27,9 +27,9 @@ from tqdm import tqdm
 
 from lm2.data.babi.types import parse_tasks
 from lm2.data.prompts import get_prompt_format
+from lm2.data.rows import Row, length_label, length_tokens, load_rows, missing_sets, task_order
 from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer, model_name
 from lm2.eval.matcher import Metric, is_correct, labels_for
-from lm2.eval.rows import Row, length_label, length_tokens, load_rows, missing_sets, task_order
 from lm2.utils.io import atomic_write, atomic_write_text, check_out_folder
 
 MAX_NEW_TOKENS = 20

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from lm2.data.babi.types import check_task
+from lm2.data.rows import length_label
 from lm2.eval.babilong import PREDICTIONS, aggregate, read_predictions, to_markdown, write_tables
 from lm2.eval.matcher import Metric, labels_for
-from lm2.eval.rows import length_label
 from lm2.utils.io import check_out_folder
 
 HARNESS_COLUMNS = ("target", "output", "question")

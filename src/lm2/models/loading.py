@@ -86,6 +86,29 @@ def llama_config_to_lm2(llama: Any, **memory_options: Any) -> LM2Config:
     return LM2Config(**{**fields, **memory_options})
 
 
+def lm2_config_to_llama(config: LM2Config, **llama_options: Any) -> Any:
+    """The transformers ``LlamaConfig`` of an LM2 config's backbone (the inverse of
+    :func:`llama_config_to_lm2`): with ``use_memory=False`` the two models take each other's weights."""
+    from transformers import LlamaConfig
+
+    rope = {"rope_theta": config.rope_theta, "rope_type": "default"}
+    if config.rope_llama3:
+        rope = {**rope, "rope_type": "llama3", **config.rope_llama3}
+    return LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        rms_norm_eps=config.rms_norm_eps,
+        rope_parameters=rope,
+        max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=config.tie_word_embeddings,
+        **llama_options,
+    )
+
+
 def load_llama(path_or_model: Any) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config dict, state dict) of a LlamaForCausalLM object or a local safetensors checkpoint folder."""
     if isinstance(path_or_model, nn.Module):

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from lm2.data.babilong import length_label
+
 FAMILIES = ("lm2", "rmt", "llama", "auto")
 DATA_KINDS = ("babilong", "babi", "text", "generate")
 GENERATE_PLACEMENTS = ("first", "scattered")
@@ -54,6 +56,10 @@ class GenerateConfig:
     # [lo, hi]: facts per sample = the supporting facts + other facts of the story drawn at random (in
     # order), lo..hi in all (tasks in FACT_SUBSET_TASKS only); None = every fact before the question
     facts: list[int] | None = None
+    # [lo, hi]: stories as written, cut after their last question with at most hi statements before it;
+    # the question asked has lo..hi statements before it (stories are redrawn until one has such a
+    # question). Sound for every task: a curriculum over the length of the story. None = whole stories
+    story_facts: list[int] | None = None
     questions: Literal["one", "all"] = "one"  # one question per sample | every question of a story
     background: str = "synthetic"  # as ``lm2 data babilong --background``
     # validation: accuracy at each of these fillers (None: filler, or filler_range's two ends)
@@ -194,7 +200,7 @@ class Config:
             if d.kind == "text" and s.lengths is not None:
                 raise ValueError(f"curriculum[{i}].lengths applies to BABILong rows, not data.kind 'text'")
             if s.lengths is not None:
-                s.lengths = [normalize_length(x) for x in s.lengths]
+                s.lengths = [length_label(x) for x in s.lengths]
             if s.generate is not None and d.kind != "generate":
                 raise ValueError(f"curriculum[{i}].generate applies to data.kind 'generate' only")
             if d.kind == "generate" and s.lengths is not None:
@@ -237,13 +243,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def normalize_length(length: Any) -> str:
-    """A BABILong length as its config name (k = 1000 tokens, as the builder counts): 1000 / "1K" -> "1k"."""
-    from lm2.data.babilong import length_name, parse_length
-
-    return length_name(parse_length(length))
-
-
 def _check_generate(g: GenerateConfig, where: str) -> None:
     from lm2.data.babi.generator import get_generator
     from lm2.data.babi.types import parse_tasks
@@ -276,6 +275,12 @@ def _check_generate(g: GenerateConfig, where: str) -> None:
         raise ValueError(
             f"{where}.facts (keeping a subset of a story's facts) is sound only for tasks whose statements stand "
             f"alone: {', '.join(FACT_SUBSET_TASKS)}; got tasks {g.tasks}"
+        )
+    if g.story_facts is not None and (
+        len(g.story_facts) != 2 or not 1 <= g.story_facts[0] <= g.story_facts[1]
+    ):
+        raise ValueError(
+            f"{where}.story_facts must be [lo, hi] with 1 <= lo <= hi, or null; got {g.story_facts}"
         )
     if g.facts is not None and g.questions == "all":
         raise ValueError(f"{where}.facts applies to questions 'one' (a story keeps all its facts)")

@@ -23,11 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from lm2.data.babilong import length_label
 from lm2.data.prompts import answer_text, get_prompt_format
-from lm2.train.config import normalize_length
-from lm2.utils.io import atomic_write, atomic_write_text, iter_jsonl
+from lm2.data.rows import babi_stories
+from lm2.data.tokenizer import load_tokenizer
+from lm2.utils.io import atomic_write, atomic_write_text
 
 IGNORE = -100
+STORY_TRIES = 1000  # stories drawn for one sample before ``generate.story_facts`` is declared unmet
 VALID_STREAM = 2**31 - 1  # the stage number of generated validation samples: no curriculum stage has it
 
 
@@ -46,43 +49,10 @@ class Batch:
 # BABILong rows
 
 
-def _expand(sources: Sequence[str], pattern: str) -> list[Path]:
-    """Files named by ``sources``: files as given, folders searched for ``pattern``, globs expanded."""
-    files: list[Path] = []
-    for src in sources:
-        path = Path(src)
-        if path.is_dir():
-            found = sorted(path.rglob(pattern))
-            if not found:
-                raise FileNotFoundError(f"no {pattern} files in folder {path}")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(src, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"data source not found: {src} (no such file, folder or glob match)")
-            files.extend(matches)
-    return files
-
-
-def read_babilong_rows(sources: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows ``{input, question, target, task, length, ...}`` from JSONL files, folders or globs."""
-    rows: list[dict[str, Any]] = []
-    for path in _expand(sources, "*.jsonl"):
-        for lineno, row in iter_jsonl(path):
-            missing = [k for k in ("input", "question", "target") if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: row lacks {', '.join(missing)} (has {', '.join(row)})")
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"no rows in {', '.join(sources)}")
-    return rows
-
-
 def read_babi_rows(sources: Sequence[str], tasks: Iterable[str] | None) -> list[list[dict[str, Any]]]:
-    """Rows from original bAbI files (facts only: BABILong's 0k), grouped by story so splits keep stories whole."""
-    from lm2.data.babi.format import find_task_file, read_stories, task_from_filename
+    """Rows from the training files of bAbI folders (facts only: BABILong's 0k), one list per story so that
+    splits keep stories whole."""
+    from lm2.data.babi.format import find_task_file
 
     stories: list[list[dict[str, Any]]] = []
     for src in sources:
@@ -96,20 +66,7 @@ def read_babi_rows(sources: Sequence[str], tasks: Iterable[str] | None) -> list[
             if not files:
                 raise FileNotFoundError(f"no bAbI training files (qa<N>_<name>_train.txt) in {folder}")
         for path in files:
-            task = task_from_filename(path)
-            for story in read_stories(path, task):
-                stories.append(
-                    [
-                        {
-                            "input": " ".join(s.facts),
-                            "question": s.question,
-                            "target": s.answer,
-                            "task": task,
-                            "length": "0k",
-                        }
-                        for s in story.samples()
-                    ]
-                )
+            stories.extend(babi_stories(path))
     return stories
 
 
@@ -172,7 +129,7 @@ class QADataset:
                     f"tokens, more than data.max_tokens = {max_tokens}"
                 )
             self.examples.append((np.asarray(ids, dtype=np.int64), len(p)))
-        self.lengths = [normalize_length(r.get("length", "0k")) for r in self.rows]
+        self.lengths = [length_label(r.get("length", "0k")) for r in self.rows]
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         )
@@ -228,6 +185,26 @@ def sample_indices(pool: np.ndarray, seed: int, stage: int, step: int, batch_siz
 
 # ----------------------------------------------------------------------------------------------------
 # Text shards for language-model pretraining
+
+
+def _expand(sources: Sequence[str], pattern: str) -> list[Path]:
+    """Files named by ``sources``: files as given, folders searched for ``pattern``, globs expanded."""
+    files: list[Path] = []
+    for src in sources:
+        path = Path(src)
+        if path.is_dir():
+            found = sorted(path.rglob(pattern))
+            if not found:
+                raise FileNotFoundError(f"no {pattern} files in folder {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(src, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"data source not found: {src} (no such file, folder or glob match)")
+            files.extend(matches)
+    return files
 
 
 def _read_text(path: Path) -> str:
@@ -452,9 +429,26 @@ class GeneratedQA:
         rng = np.random.default_rng(list(key))
         tasks = parse_tasks(gen.tasks)
         task, fn = get_generator(tasks[int(rng.integers(len(tasks)))])
-        story = fn(random.Random(int(rng.integers(2**63))))
+        lo, hi = gen.story_facts or (0, None)
+        for _ in range(STORY_TRIES):
+            story = fn(random.Random(int(rng.integers(2**63))))
+            if gen.story_facts is None:
+                break
+            # the story as written, cut after its last question with at most hi statements before it
+            told, cut = 0, 0
+            for n, line in enumerate(story.lines, start=1):
+                told += isinstance(line, Statement)
+                if isinstance(line, Question) and told <= hi:
+                    cut = n
+            story = dataclasses.replace(story, lines=story.lines[:cut])
+            if any(lo <= len(x.facts) for x in story.samples()):
+                break
+        else:
+            raise ValueError(
+                f"{task}: no story among {STORY_TRIES} has a question after {lo}..{hi} statements"
+            )
         if gen.questions == "one":
-            samples = story.samples()
+            samples = [x for x in story.samples() if len(x.facts) >= lo]
             sample = samples[int(rng.integers(len(samples)))]
             keep = list(range(len(sample.facts)))
             if gen.facts is not None:  # the supporting facts + others of the story, in order
@@ -525,3 +519,20 @@ class GeneratedQA:
             fixed = dataclasses.replace(single, filler=[filler], filler_range=None)
             out += [self.rows(fixed, (seed, VALID_STREAM, filler, i))[0] for i in range(count)]
         return out
+
+
+def prepare(inputs: str, tokenizer: Path, out: Path, shard_tokens: int = 50_000_000) -> None:
+    """Tokenise text files once into memory-mapped shards for language-model pretraining (data.kind: text).
+
+    Args:
+        inputs: comma-separated text files, folders (searched for *.txt) or globs.
+        tokenizer: a tokenizer folder.
+        out: the output folder (shard-NNNNN.bin + meta.json).
+        shard_tokens: tokens per shard file.
+    """
+    meta = prepare_text(
+        [s for s in inputs.split(",") if s.strip()], load_tokenizer(tokenizer), out, shard_tokens
+    )
+    print(
+        f"{meta['tokens']} tokens from {len(meta['sources'])} files in {len(meta['shards'])} shards -> {out}"
+    )

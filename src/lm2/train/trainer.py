@@ -36,6 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+from lm2.data.rows import read_rows
 from lm2.models.outputs import CACHE_FIELD, output_cache
 from lm2.train.checkpoint import (
     MANIFEST,
@@ -55,7 +56,6 @@ from lm2.train.data import (
     QADataset,
     TextShards,
     read_babi_rows,
-    read_babilong_rows,
     sample_indices,
     split_stories,
 )
@@ -318,8 +318,8 @@ class Trainer:
             if d.valid:
                 valid_rows = [r for s in read_babi_rows(d.valid, tasks) for r in s]
         else:
-            train_rows = read_babilong_rows(d.train)
-            valid_rows = read_babilong_rows(d.valid) if d.valid else []
+            train_rows = read_rows(d.train)
+            valid_rows = read_rows(d.valid) if d.valid else []
             if tasks:
                 train_rows = [r for r in train_rows if r.get("task") in tasks]
                 valid_rows = [r for r in valid_rows if r.get("task") in tasks]
@@ -736,25 +736,6 @@ def train(config: Path, out: Path, set: str | None = None, resume: bool = False)
         _exit_distributed(2 if user_error else 1)
     if distributed:
         _exit_distributed(0)
-
-
-def prepare(inputs: str, tokenizer: Path, out: Path, shard_tokens: int = 50_000_000) -> None:
-    """Tokenise text files once into memory-mapped shards for language-model pretraining (data.kind: text).
-
-    Args:
-        inputs: comma-separated text files, folders (searched for *.txt) or globs.
-        tokenizer: a tokenizer folder.
-        out: the output folder (shard-NNNNN.bin + meta.json).
-        shard_tokens: tokens per shard file.
-    """
-    from lm2.train.data import prepare_text
-
-    meta = prepare_text(
-        [s for s in inputs.split(",") if s.strip()], load_tokenizer(tokenizer), out, shard_tokens
-    )
-    print(
-        f"{meta['tokens']} tokens from {len(meta['sources'])} files in {len(meta['shards'])} shards -> {out}"
-    )
 
 
 def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Reading BABILong rows for evaluation from the three layouts a user may have.
+"""Reading BABILong and bAbI rows, for training and evaluation alike, from the layouts a user may have.
 
 1. Generated rows: JSONL files written by ``lm2 data babilong`` (a file, or a folder searched recursively),
    one row a line with at least ``input``, ``question``, ``target``, ``task``, ``length``.
@@ -9,12 +9,14 @@
 3. bAbI files in the original format (``qaN_<name>_<split>.txt``): the 0K setting, facts only. A folder
    holding both splits is read from its ``test`` files.
 
-Every row comes back as a dict with ``id``, ``task`` and a normalised ``length`` label added, grouped by
-(task, length).
+Every row comes back as a dict with ``id``, ``task`` and a normalised ``length`` label added; evaluation
+groups them by (task, length) (:func:`load_rows`), training takes them as they come (:func:`read_rows`)
+or, for bAbI files, story by story (:func:`babi_stories`) so that splits keep stories whole.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -24,19 +26,13 @@ from typing import Any
 
 from lm2.data.babi.format import read_stories, task_from_filename
 from lm2.data.babi.types import check_task
-from lm2.data.babilong import length_name, parse_length
-from lm2.data.published import load_published
+from lm2.data.babilong import length_label, parse_length
+from lm2.data.published import REQUIRED, load_published
 from lm2.utils.io import iter_jsonl
 
 Row = dict[str, Any]
-REQUIRED = ("input", "question", "target")
 _TASK = re.compile(r"^qa\d+$", re.IGNORECASE)
 _DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow")
-
-
-def length_label(length: Any) -> str:
-    """The project's length name (k = 1000 tokens, as ``lm2 data babilong``): "1K", 1000 -> "1k"; 0 -> "0k"."""
-    return length_name(parse_length(length))
 
 
 def length_tokens(label: str) -> int:
@@ -112,21 +108,31 @@ def _babi_files(folder: Path) -> list[Path]:
     return tests or files
 
 
-def read_babi(path: Path) -> Iterator[Row]:
-    """0K rows from one bAbI file: the facts before each question joined into the context."""
+def babi_stories(path: Path) -> Iterator[list[Row]]:
+    """0K rows from one bAbI file, one list per story: the facts before each question joined into the context."""
     task = task_from_filename(path)
     index = 0
     for story in read_stories(path, task):
+        rows = []
         for sample in story.samples():
-            yield {
-                "id": f"{path.stem}:{index}",
-                "input": " ".join(sample.facts),
-                "question": sample.question,
-                "target": sample.answer,
-                "task": task,
-                "length": "0k",
-            }
+            rows.append(
+                {
+                    "id": f"{path.stem}:{index}",
+                    "input": " ".join(sample.facts),
+                    "question": sample.question,
+                    "target": sample.answer,
+                    "task": task,
+                    "length": "0k",
+                }
+            )
             index += 1
+        yield rows
+
+
+def read_babi(path: Path) -> Iterator[Row]:
+    """0K rows from one bAbI file."""
+    for story in babi_stories(path):
+        yield from story
 
 
 def check_build_complete(root: Path) -> None:
@@ -161,10 +167,16 @@ def missing_sets(groups: dict[tuple[str, str], list[Row]]) -> list[tuple[str, st
 
 
 def read_source(path: str | os.PathLike, tasks: Collection[str] | None = None) -> Iterator[Row]:
-    """The rows of one ``--data`` entry, whatever its layout (files of other ``tasks`` are not read)."""
+    """The rows of one data entry (a file, a folder or a glob), whatever its layout (files of other ``tasks``
+    are not read)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data not found: {path}")
+        matches = sorted(glob.glob(str(path), recursive=True))
+        if not matches:
+            raise FileNotFoundError(f"data not found: {path} (no such file, folder or glob match)")
+        for match in matches:
+            yield from read_source(match, tasks)
+        return
     if path.is_file():
         if path.suffix == ".jsonl":
             yield from read_generated(path)
@@ -255,3 +267,12 @@ def load_rows(
             raise ValueError(f"duplicate row id {dup!r} in {task} at {length}; row ids must be unique")
         out[(task, length)] = rows[:samples] if samples else rows
     return out
+
+
+def read_rows(sources: Iterable[str | os.PathLike]) -> list[Row]:
+    """Every row of ``sources`` (files, folders or globs of any layout), in order: what training reads."""
+    sources = list(sources)
+    rows = [row for source in sources for row in read_source(source)]
+    if not rows:
+        raise ValueError(f"no rows in {', '.join(map(str, sources))}")
+    return rows
