@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from lm2.eval.loading import load_model_and_tokenizer, model_name
 from lm2.models.outputs import CACHE_FIELD, output_cache
-from lm2.utils.io import atomic_write_text, check_out_folder
+from lm2.utils.io import atomic_write_text, check_out_folder, expand_files
 
 
 def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -175,18 +175,7 @@ def eval_ppl(
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
-    files: list[Path] = []
-    for part in (p.strip() for p in data.split(",") if p.strip()):
-        path = Path(part)
-        if path.is_dir():
-            found = sorted(path.rglob("*.txt"))
-            if not found:
-                raise ValueError(f"{path}: no .txt files in this folder")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"text file not found: {path}")
+    files = expand_files([p.strip() for p in data.split(",") if p.strip()], "*.txt")
     if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
     if out:

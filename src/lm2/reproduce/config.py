@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lm2.train.config import Config, _build, apply_override
+from lm2.utils.io import read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "reproduce"
 PARTS = ("table1", "table2", "fig3", "fig5", "fig6", "slots")
@@ -229,14 +230,7 @@ def scale_path(scale: str) -> Path:
 
 def load_scale(scale: str | Path) -> ScaleConfig:
     path = scale_path(str(scale))
-    if not path.is_file():
-        raise FileNotFoundError(f"scale config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level must be a mapping")
+    data = read_yaml_mapping(path)
     arms = data.pop("arms", {}) or {}
     if not isinstance(arms, dict):
         raise ValueError(f"{path}: arms must be a mapping of name -> {{config, set, label}}")

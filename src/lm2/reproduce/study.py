@@ -31,7 +31,7 @@ from lm2.reproduce.config import (
     scale_path,
     splits,
 )
-from lm2.utils.io import atomic_write_text
+from lm2.utils.io import atomic_write_text, expand_files
 
 DONE = "DONE.json"
 
@@ -226,10 +226,7 @@ class Study:
         from lm2.eval.ppl import perplexity
 
         t = self.cfg.table2
-        files: list[Path] = []
-        for part in t.ppl_data.split(","):
-            path = Path(part.strip())
-            files += sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+        files = expand_files([p.strip() for p in t.ppl_data.split(",") if p.strip()], "*.txt")
         model = self.model_dir(arm, seed)
         lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
         result = perplexity(lm, tokenizer, files, t.ppl_segment_length, t.ppl_max_tokens)

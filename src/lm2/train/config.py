@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from lm2.data.babilong import length_label
+from lm2.utils.io import read_yaml_mapping
 
 FAMILIES = ("lm2", "rmt", "llama", "auto")
 DATA_KINDS = ("babilong", "babi", "text", "generate")
@@ -387,17 +388,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | str | Non
     """Read a YAML config (or start from the defaults), apply overrides, validate, return it."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from err
-        if not isinstance(data, dict):
-            raise ValueError(
-                f"{path}: the top level must be a mapping of sections, got {type(data).__name__}"
-            )
+        data = read_yaml_mapping(path)
     if isinstance(overrides, str):
         overrides = shlex.split(overrides)
     for assignment in overrides or []:

@@ -12,7 +12,6 @@ Each example becomes ``input_ids`` and ``targets`` of the same length, already s
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -27,7 +26,7 @@ from lm2.data.babilong import length_label
 from lm2.data.prompts import answer_text, get_prompt_format
 from lm2.data.rows import babi_stories
 from lm2.data.tokenizer import load_tokenizer
-from lm2.utils.io import atomic_write, atomic_write_text
+from lm2.utils.io import atomic_write, atomic_write_text, expand_files
 
 IGNORE = -100
 STORY_TRIES = 1000  # stories drawn for one sample before ``generate.story_facts`` is declared unmet
@@ -187,26 +186,6 @@ def sample_indices(pool: np.ndarray, seed: int, stage: int, step: int, batch_siz
 # Text shards for language-model pretraining
 
 
-def _expand(sources: Sequence[str], pattern: str) -> list[Path]:
-    """Files named by ``sources``: files as given, folders searched for ``pattern``, globs expanded."""
-    files: list[Path] = []
-    for src in sources:
-        path = Path(src)
-        if path.is_dir():
-            found = sorted(path.rglob(pattern))
-            if not found:
-                raise FileNotFoundError(f"no {pattern} files in folder {path}")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(src, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"data source not found: {src} (no such file, folder or glob match)")
-            files.extend(matches)
-    return files
-
-
 def _read_text(path: Path) -> str:
     text = path.read_bytes().decode("utf-8", errors="replace")
     return text.replace("\r\n", "\n")
@@ -227,7 +206,7 @@ def prepare_text(
     out = Path(out)
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
-    files = _expand(inputs, "*.txt")
+    files = expand_files(inputs, "*.txt")
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token: documents could not be separated")

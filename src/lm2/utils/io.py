@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,39 @@ def check_out_folder(path: str | os.PathLike, holds: str) -> Path:
         if part.exists() and not part.is_dir():
             raise ValueError(f"--out {path}: {part} is a file; give a folder (it will hold {holds})")
     return path
+
+
+def expand_files(sources: Sequence[str], pattern: str) -> list[Path]:
+    """Files named by ``sources``: files as given, folders searched recursively for ``pattern``, globs expanded."""
+    files: list[Path] = []
+    for src in sources:
+        path = Path(src)
+        if path.is_dir():
+            found = sorted(path.rglob(pattern))
+            if not found:
+                raise FileNotFoundError(f"no {pattern} files in folder {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(src, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"not found: {src} (no such file, folder or glob match)")
+            files.extend(matches)
+    return files
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping a YAML file holds (empty file: {}); a missing file, bad YAML or another top level is an error."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
