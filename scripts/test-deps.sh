@@ -11,6 +11,6 @@ esac
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 LM2_DEPS=$mode VENV="$tmp/venv" bash scripts/setup.sh
-echo "== $mode: $("$tmp/venv/bin/python" -m pip freeze | grep -iE '^(torch|transformers|tokenizers|safetensors|numpy|huggingface.hub|pyyaml|tqdm|tensorboardx|bm25s|pytest|ruff|pyarrow)==' | tr '\n' ' ')"
+echo "== $mode: $("$tmp/venv/bin/python" -m pip freeze | grep -iE '^(torch|transformers|tokenizers|safetensors|numpy|huggingface.hub|pyyaml|tqdm|tensorboardx|bm25s|pytest|ruff|pyarrow|matplotlib)==' | tr '\n' ' ')"
 "$tmp/venv/bin/ruff" check src tests benchmarks scripts
 "$tmp/venv/bin/python" -m pytest "$@"
