@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from lm2 import LM2Config, LM2ForCausalLM, RMTConfig, RMTForCausalLM
+from lm2.models.loading import lm2_config_to_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,8 +85,8 @@ def build(kind: str, shape: Shape, **overrides) -> torch.nn.Module:
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
-    if kind == "hf-llama":
-        cfg = LlamaConfig(**common, rope_parameters={"rope_theta": 10000.0, "rope_type": "default"})
+    if kind == "hf-llama":  # transformers' Llama with exactly the vanilla backbone's configuration
+        cfg = lm2_config_to_llama(LM2Config(**common, rope_theta=10000.0, use_memory=False))
         cfg._attn_implementation = "sdpa"
         return LlamaForCausalLM(cfg)
     if kind == "rmt":
