@@ -166,13 +166,17 @@ class Study:
     def model_dir(self, arm: str, seed: int) -> Path:
         return self.run_dir(arm, seed) / "last"
 
+    def config_file(self, arm: str, seed: int) -> Path:
+        """The training config an arm's seed ran with (every number it makes points back to it)."""
+        return self.out / "configs" / f"{arm}-s{seed}.yaml"
+
     def train(self, arm: str, seed: int) -> dict[str, Any]:
         from lm2.train.trainer import Trainer
 
         data = self.cfg.training_config(arm, seed, self.paths)
         if self.cfg.device != "auto":
             data.setdefault("train", {})["device"] = self.cfg.device
-        config_file = self.out / "configs" / f"{arm}-s{seed}.yaml"
+        config_file = self.config_file(arm, seed)
         atomic_write_text(config_file, yaml.safe_dump(data, sort_keys=False))
         run = self.run_dir(arm, seed)
         # resume=True: a run killed part-way continues from its last checkpoint.
@@ -214,7 +218,7 @@ class Study:
                 "samples": t.samples, "rag": rag, "batch_size": t.batch_size, "metric": t.metric}  # fmt: skip
         return {
             "command": _command("lm2 eval babilong", args),
-            "config": str(self.out / "configs" / f"{arm}-s{seed}.yaml"),
+            "config": str(self.config_file(arm, seed)),
             "output": str(out),
             "model": name,
             "accuracy": _no_nan({n: results["accuracy"][n][name] for n in results["lengths"]}),
@@ -234,7 +238,7 @@ class Study:
                 "max_tokens": t.ppl_max_tokens}  # fmt: skip
         return {
             "command": _command("lm2 eval ppl", args),
-            "config": str(self.out / "configs" / f"{arm}-s{seed}.yaml"),
+            "config": str(self.config_file(arm, seed)),
             "output": str(self.unit_dir(f"ppl:{arm}:s{seed}") / DONE),
             "ppl": result["ppl"],
             "nll": result["nll"],
@@ -262,7 +266,7 @@ class Study:
                 "subjects": t.mmlu_subjects}  # fmt: skip
         return {
             "command": _command("lm2 eval mmlu", args),
-            "config": str(self.out / "configs" / f"{arm}-s{seed}.yaml"),
+            "config": str(self.config_file(arm, seed)),
             "output": str(self.unit_dir(f"mmlu:{arm}:s{seed}") / DONE),
             "categories": result["categories"],
             "difficulty": result["difficulty"],
@@ -293,7 +297,7 @@ class Study:
                 "samples": a.samples}  # fmt: skip
         return {
             "command": _command("lm2 analyze memory", args),
-            "config": str(self.out / "configs" / f"{a.arm}-s0.yaml"),
+            "config": str(self.config_file(a.arm, 0)),
             "output": str(out),
             "model": self.cfg.label(a.arm),
             "prompts": len(rows),
