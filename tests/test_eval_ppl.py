@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -101,6 +102,21 @@ def test_perplexity_on_a_real_book_and_max_tokens(tiny) -> None:
     )
     assert r["nll"] == pytest.approx(_full_nll(model, ids) / 299, rel=1e-4)
     assert r["ppl"] == pytest.approx(math.exp(r["nll"]))
+    assert r["unknown_share"] == 0.0  # a byte-level BPE has no unknown token
+
+
+def test_unknown_share_counts_the_scored_unknown_tokens(tiny, tmp_path: Path) -> None:
+    _, model, tokenizer = tiny
+    text = "Mary moved to the bathroom. John went to the hallway. Where is Mary? " * 4
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    tok = copy.deepcopy(tokenizer)
+    tok.unk_token = tok.convert_ids_to_tokens(ids[3])  # pretend one frequent token is the unknown token
+    path = tmp_path / "a.txt"
+    path.write_text(text)
+    r = perplexity(model, tok, [path], segment_length=16)
+    scored = ids  # BOS is prepended and never scored, so every text token is a target
+    assert r["unknown_share"] == pytest.approx(scored.count(ids[3]) / len(scored))
+    assert 0 < r["unknown_share"] < 1 and r["files"][0]["unknown_share"] == r["unknown_share"]
 
 
 def test_cli_writes_a_folder_shows_progress_and_rejects_bad_input(tiny, tmp_path: Path, capsys) -> None:
@@ -115,7 +131,7 @@ def test_cli_writes_a_folder_shows_progress_and_rejects_bad_input(tiny, tmp_path
     assert "ppl a.txt: 100%" in err and "ppl b.txt: 100%" in err  # a progress bar per file, on stderr
     r = json.loads((out / "results.json").read_text())
     table = (out / "results.md").read_text()
-    assert f"| all | {r['tokens']} | {r['nll']:.4f} | {r['ppl']:.3f} |" in table
+    assert f"| all | {r['tokens']} | 0.0 | {r['nll']:.4f} | {r['ppl']:.3f} |" in table
     assert [Path(f["file"]).name for f in r["files"]] == ["a.txt", "b.txt"]
     assert r["tokens"] == sum(f["tokens"] for f in r["files"])
     assert r["nll"] == pytest.approx(sum(f["nll"] * f["tokens"] for f in r["files"]) / r["tokens"])

@@ -113,11 +113,15 @@ def perplexity(
 ) -> dict[str, Any]:
     """Per-file and total tokens, NLL (nats) and perplexity; at most ``max_tokens`` tokens in all.
 
-    ``progress`` shows a tqdm bar per file on stderr (tokens scored, rate, time left).
+    ``unknown_share`` is the fraction of the scored tokens that are the tokenizer's unknown token (0 for a
+    tokenizer without one): a small word-level vocabulary turns most of a book into that one token, which
+    makes its perplexity low and says little about the text. ``progress`` shows a tqdm bar per file on
+    stderr (tokens scored, rate, time left).
     """
     per_file = []
     budget = max_tokens
-    nll_sum, count, mode = 0.0, 0, "cache"
+    unk = getattr(tokenizer, "unk_token_id", None)
+    nll_sum, count, unknown, mode = 0.0, 0, 0, "cache"
     for path in files:
         if budget is not None and budget <= 1:
             break
@@ -135,15 +139,19 @@ def perplexity(
             raise ValueError(f"{path}: fewer than 2 tokens, nothing to score")
         with tqdm(total=len(ids), desc=f"ppl {path.name}", unit="tok", disable=not progress) as bar:
             nll, n, mode = sequence_nll(model, torch.tensor(ids), segment_length, window, bar)
-        per_file.append({"file": str(path), "tokens": n, "nll": nll / n, "ppl": math.exp(nll / n)})
+        n_unk = sum(1 for i in ids[1:] if i == unk) if unk is not None else 0
+        per_file.append({"file": str(path), "tokens": n, "nll": nll / n, "ppl": math.exp(nll / n),
+                         "unknown_share": n_unk / n})  # fmt: skip
         nll_sum += nll
         count += n
+        unknown += n_unk
     if not count:
         raise ValueError("no tokens were scored; raise --max-tokens or give non-empty files")
     return {
         "tokens": count,
         "nll": nll_sum / count,
         "ppl": math.exp(nll_sum / count),
+        "unknown_share": unknown / count,
         "mode": mode,
         "segment_length": segment_length,
         "files": per_file,
@@ -198,10 +206,11 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         f"Segments of {results['segment_length']} tokens, mode {results['mode']}.",
         "",
-        "| file | tokens | NLL | perplexity |",
-        "|---|---|---|---|",
+        "| file | tokens | unknown tokens (%) | NLL | perplexity |",
+        "|---|---|---|---|---|",
     ]
-    for f in results["files"]:
-        lines.append(f"| {f['file']} | {f['tokens']} | {f['nll']:.4f} | {f['ppl']:.3f} |")
-    lines.append(f"| all | {results['tokens']} | {results['nll']:.4f} | {results['ppl']:.3f} |")
+    for f in [*results["files"], {**results, "file": "all"}]:
+        lines.append(
+            f"| {f['file']} | {f['tokens']} | {100 * f['unknown_share']:.1f} | {f['nll']:.4f} | {f['ppl']:.3f} |"
+        )
     return "\n".join(lines) + "\n"

@@ -35,6 +35,10 @@ def _cell(s: dict[str, Any] | None, digits: int = 1) -> str:
     return text + (f" ± {s['spread']:.{digits}f}" if s.get("spread") is not None else "")
 
 
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.1f}"
+
+
 def _units(out: Path) -> dict[str, dict[str, Any]]:
     found = {}
     for path in sorted((out / "units").rglob("DONE.json")):
@@ -123,7 +127,7 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
         for arm, runs in ppl.items():
             t2["ppl"][cfg.label(arm) if arm in cfg.arms else arm] = {
                 "runs": [u for u, _ in runs], **_stats([r["ppl"] for _, r in runs]),
-                "tokens": runs[0][1]["tokens"],
+                "tokens": runs[0][1]["tokens"], "unknown_share": runs[0][1].get("unknown_share"),
             }  # fmt: skip
         for arm, runs in mmlu.items():
             entry: dict[str, Any] = {"runs": [u for u, _ in runs]}
@@ -273,10 +277,16 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
             files = results["scale_config"]["table2"]["ppl_data"]
             b.append(("p", f"Perplexity on held-out text ({files}), memory/cache carried across segments, at "
                            "the same training budget for every arm."))  # fmt: skip
-            rows = [
-                [name, _cell(s, 2), str(s["tokens"]), ", ".join(s["runs"])] for name, s in t2["ppl"].items()
-            ]
-            b.append(("table", ["model", "perplexity", "tokens", "runs"], rows))
+            rows = [[name, _cell(s, 2), str(s["tokens"]), _percent(s.get("unknown_share")), ", ".join(s["runs"])]
+                    for name, s in t2["ppl"].items()]  # fmt: skip
+            b.append(("table", ["model", "perplexity", "tokens", "unknown tokens (%)", "runs"], rows))
+            shares = [s["unknown_share"] for s in t2["ppl"].values() if s.get("unknown_share") is not None]
+            if shares and max(shares) > 0.1:
+                b.append(("p", f"{100 * max(shares):.0f}% of the scored tokens are the tokenizer's unknown token: "
+                               "the vocabulary does not cover this text, so the perplexity mostly measures how "
+                               "well each arm predicts that token and the words it does know. It compares the "
+                               "arms with each other on one stream; it is not a measure of general text "
+                               "modelling."))  # fmt: skip
         if t2["mmlu"]:
             b.append(("p", "MMLU accuracy (%) by category and difficulty through `lm2 eval mmlu`'s scoring. "
                            "Chance is 25%: models this small score at chance, so these numbers say nothing "

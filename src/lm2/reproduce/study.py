@@ -243,6 +243,7 @@ class Study:
             "ppl": result["ppl"],
             "nll": result["nll"],
             "tokens": result["tokens"],
+            "unknown_share": result["unknown_share"],
             "files": result["files"],
         }
 
