@@ -87,6 +87,7 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     assert results["table1"]["lengths"] == ["0k", "1k"]
     assert set(results["table2"]["ppl"]) == {"LM2", "vanilla", "RMT"}
     assert results["table2"]["ppl"]["LM2"]["unknown_share"] == 0.0  # the smoke scale's BPE covers any text
+    assert results["table2"]["ppl"]["LM2"]["trained_on"] == "babilong"
     assert results["table2"]["mmlu"]["LM2"]["average"]["questions"] == 10
     assert set(results["fig5"]["curves"]) == {"vanilla", "LM2 memory in block 0", "LM2"}
     assert all(
@@ -104,7 +105,7 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     report = (out / "report.md").read_text()
     for fig in figures:
         assert f"]({fig})" in report
-    assert "| unknown tokens (%) |" in report and "Chance is 25%" in report and "table1:vanilla+rag:s0" in report
+    assert "| unknown tokens (%) |" in report and "No arm was trained on running text" in report and "Chance is 25%" in report and "table1:vanilla+rag:s0" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png"))) + 4
 

@@ -128,6 +128,7 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
             t2["ppl"][cfg.label(arm) if arm in cfg.arms else arm] = {
                 "runs": [u for u, _ in runs], **_stats([r["ppl"] for _, r in runs]),
                 "tokens": runs[0][1]["tokens"], "unknown_share": runs[0][1].get("unknown_share"),
+                "trained_on": runs[0][1].get("trained_on"),
             }  # fmt: skip
         for arm, runs in mmlu.items():
             entry: dict[str, Any] = {"runs": [u for u, _ in runs]}
@@ -287,6 +288,13 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
                                "well each arm predicts that token and the words it does know. It compares the "
                                "arms with each other on one stream; it is not a measure of general text "
                                "modelling."))  # fmt: skip
+            kinds = {s.get("trained_on") for s in t2["ppl"].values()}
+            if None not in kinds and "text" not in kinds:
+                b.append(("p", f"No arm was trained on running text (training data: {', '.join(sorted(kinds))}, "
+                               "question-answer samples with the loss on the answer tokens only), so none "
+                               "learned to predict the next word of a text: at this scale the perplexity says "
+                               "nothing about general ability. The like-for-like check that the memory does "
+                               "not hurt is Table 1's 0k column (no long context)."))  # fmt: skip
         if t2["mmlu"]:
             b.append(("p", "MMLU accuracy (%) by category and difficulty through `lm2 eval mmlu`'s scoring. "
                            "Chance is 25%: models this small score at chance, so these numbers say nothing "

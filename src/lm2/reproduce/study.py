@@ -234,6 +234,7 @@ class Study:
         model = self.model_dir(arm, seed)
         lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
         result = perplexity(lm, tokenizer, files, t.ppl_segment_length, t.ppl_max_tokens)
+        trained_on = check_training_config(self.cfg.training_config(arm, seed, self.paths)).data.kind
         args = {"model": model, "data": t.ppl_data, "segment_length": t.ppl_segment_length,
                 "max_tokens": t.ppl_max_tokens}  # fmt: skip
         return {
@@ -244,6 +245,7 @@ class Study:
             "nll": result["nll"],
             "tokens": result["tokens"],
             "unknown_share": result["unknown_share"],
+            "trained_on": trained_on,  # data.kind: only "text" trains the model to predict running text
             "files": result["files"],
         }
 
