@@ -208,6 +208,7 @@ def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_q
         ),
         ("curriculum.0.generate.filer=[1]", "unknown config key curriculum[0].generate.filer"),
         ("curriculum.0.lengths=[1k]", "curriculum[0].lengths applies to BABILong rows; use generate.filler"),
+        ("data.max_tokens=512", "data.max_tokens applies to rows read from files (data.kind babilong or babi)"),
     ],
 )
 def test_bad_generate_configs_are_named(tmp_path: Path, override: str, message: str) -> None:

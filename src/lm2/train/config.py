@@ -183,6 +183,13 @@ class Config:
             parse_tasks(d.tasks)
         if d.max_tokens is not None and d.max_tokens < 2:
             raise ValueError(f"data.max_tokens must be >= 2, got {d.max_tokens}")
+        if d.max_tokens is not None and d.kind in ("generate", "text"):
+            # a silently ignored limit is worse than none: generated samples are as long as their filler
+            # (data.generate.filler), text windows as curriculum[].seq_len
+            raise ValueError(
+                f"data.max_tokens applies to rows read from files (data.kind babilong or babi), not to "
+                f"data.kind {d.kind!r}: remove it"
+            )
         if d.valid_samples < 1:
             raise ValueError(f"data.valid_samples must be >= 1, got {d.valid_samples}")
         if not 0.0 <= d.valid_split < 1.0:
