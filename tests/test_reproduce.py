@@ -152,6 +152,39 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     assert (out / "report.html").is_file()
 
 
+@pytest.mark.slow
+def test_a_parallel_study_equals_the_sequential_one_and_names_a_failed_unit(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    reproduce(out=seq, scale="smoke", only="table1")
+    reproduce(out=par, scale="smoke", only="table1", jobs=2)
+    a, b = (json.loads((d / "results.json").read_text()) for d in (seq, par))
+    assert a["table1"] == b["table1"]  # same units, same numbers: the workers run exactly the same code
+    assert sorted(a["units"]) == sorted(b["units"])
+    study = study_module.Study(load_scale("smoke"), par, CONFIG_DIR / "smoke.yaml")
+    assert study.needs("table1:vanilla+rag:s0") == ["tokenizer", "data:train", "data:valid", "data:test",
+                                                    "train:vanilla:s0"]  # fmt: skip
+    assert study.needs("data:test") == ["tokenizer"] and study.needs("tokenizer") == []
+    # A unit that fails in a worker is named in one line (exit code 2); the finished units stay.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (CONFIG_DIR / "smoke.yaml").read_text().replace(
+            "ppl_data: ../shared/data/background/tinyshakespeare.txt", f"ppl_data: {tmp_path}/no-book.txt"
+        )
+    )
+    capsys.readouterr()
+    args = ["reproduce", "--scale", str(bad), "--out", str(par), "--only", "table2", "--jobs", "2"]
+    assert main(args) == 2
+    out = capsys.readouterr()
+    assert "ppl:lm2:s0: not found:" in out.err and "no-book.txt" in out.err
+    assert "train:lm2:s0: finished earlier, kept" in out.out
+    assert (par / "units/train/lm2/s0/DONE.json").is_file() and not (par / "units/ppl").exists()
+    assert main(["reproduce", "--scale", "smoke", "--out", str(par), "--jobs", "0"]) == 2
+
+
 def test_a_finished_unit_made_from_another_config_is_refused(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(Path(__file__).resolve().parents[1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -309,12 +310,80 @@ class Study:
 
     # -- the whole study -------------------------------------------------------------------------------
 
-    def run(self, parts: tuple[str, ...]) -> dict[str, Any]:
+    def needs(self, unit: str) -> list[str]:
+        """The units whose output ``unit`` reads: it may start only once they are finished."""
+        kind, *rest = unit.split(":")
+        if kind == "tokenizer":
+            return []
+        if kind == "data":
+            return ["tokenizer"]
+        built = ["tokenizer", *(f"data:{split}" for split in self.cfg.data)]
+        if kind == "train":
+            return built
+        if kind == "analysis":
+            return [*built, f"train:{self.cfg.analysis.arm}:s0"]
+        return [*built, f"train:{rest[0].removesuffix('+rag')}:{rest[1]}"]
+
+    def run(self, parts: tuple[str, ...], jobs: int = 1) -> None:
         units = self.plan(parts)
-        records = {}
-        for i, (unit, work) in enumerate(units, 1):
-            records[unit] = self.run_unit(unit, i, len(units), work)
-        return records
+        if jobs == 1:
+            for i, (unit, work) in enumerate(units, 1):
+                self.run_unit(unit, i, len(units), work)
+            return
+        self._run_parallel(parts, units, jobs)
+
+    def _run_parallel(
+        self, parts: tuple[str, ...], units: list[tuple[str, Callable[[], dict[str, Any]]]], jobs: int
+    ) -> None:
+        """Up to ``jobs`` units at once in worker processes, every unit after the units it needs.
+
+        Each worker (spawned, so no torch thread pool is forked) rebuilds the study from the scale file once
+        and runs the units it is given exactly as the sequential run does, DONE.json included. Workers get
+        cpu_count / jobs torch threads each unless OMP_NUM_THREADS says otherwise.
+        """
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+        threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // jobs)
+        index = {unit: i for i, (unit, _) in enumerate(units, 1)}
+        works = dict(units)
+        waiting = [unit for unit, _ in units]
+        finished: set[str] = set()
+        running: dict[Future[None], str] = {}
+        failed: list[str] = []
+        init = (str(self.scale_file), str(self.out), self.seeds, parts, len(units), threads)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=init) as pool:
+            while (waiting and not failed) or running:
+                ready = [u for u in waiting if all(n in finished or n not in index for n in self.needs(u))]
+                for unit in ready:
+                    if len(running) >= jobs or failed:
+                        break
+                    waiting.remove(unit)
+                    if self.done(unit) is not None:  # kept, once its spec is checked here
+                        self.run_unit(unit, index[unit], len(units), works[unit])
+                        finished.add(unit)
+                        continue
+                    running[pool.submit(_run_in_worker, unit, index[unit])] = unit
+                if not running:
+                    if waiting and not failed and not ready:
+                        raise RuntimeError(f"study units wait on each other: {', '.join(waiting)}")
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    unit = running.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        finished.add(unit)
+                        self.ran.append(unit)
+                    elif isinstance(error, (ValueError, FileNotFoundError)):
+                        failed.append(f"{unit}: {error}")
+                    else:
+                        raise RuntimeError(f"study unit {unit} failed") from error
+        if failed:
+            raise ValueError(
+                f"{'; '.join(failed)} (the finished units are kept: run the same command again to continue)"
+            )
 
     def dry_run(self, parts: tuple[str, ...]) -> list[dict[str, Any]]:
         """Build every arm's config and model (on the meta device: no memory, no weights); train nothing."""
@@ -350,6 +419,25 @@ class Study:
         return rows
 
 
+_WORKER: dict[str, Any] = {}  # a parallel study's worker process: its Study, parts and unit count
+
+
+def _start_worker(
+    scale_file: str, out: str, seeds: int, parts: tuple[str, ...], total: int, threads: int | None
+) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    study = Study(load_scale(Path(scale_file)), Path(out), Path(scale_file), seeds)
+    _WORKER.update(study=study, works=dict(study.plan(parts)), total=total)
+
+
+def _run_in_worker(unit: str, index: int) -> None:
+    """One unit of a parallel study (``Study._run_parallel``), in a worker process."""
+    _WORKER["study"].run_unit(unit, index, _WORKER["total"], _WORKER["works"][unit])
+
+
 def _no_nan(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _no_nan(v) for k, v in value.items()}
@@ -383,6 +471,7 @@ def reproduce(
     seeds: int | None = None,
     replot: bool = False,
     dry_run: bool = False,
+    jobs: int = 1,
 ) -> None:
     """Run the paper's study at a scale: Table 1 and 2 analogs, Figures 3, 5, 6 and slot roles, with a report.
 
@@ -397,11 +486,15 @@ def reproduce(
         seeds: training seeds per arm (default: the scale's).
         replot: redraw the figures and the report from OUT/results.json; compute nothing.
         dry_run: build and check every arm's config and model (meta device, no weights); train nothing.
+        jobs: units run at once, each in its own process (training runs of different arms and seeds, and
+            their evaluations, are independent); 2 on 2 cores nearly halves a laptop study.
     """
     from lm2.reproduce.report import assemble, replot_report
 
     if seeds is not None and seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     out = Path(out)
     if replot:
         if not (out / "results.json").is_file():
@@ -418,7 +511,7 @@ def reproduce(
         return
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    study.run(parts)
+    study.run(parts, jobs)
     command = "lm2 reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else None
     assemble(study, parts, time.perf_counter() - start, command)
     print(
