@@ -10,7 +10,7 @@ import pytest
 
 from lm2.cli import main
 from lm2.reproduce import study as study_module
-from lm2.reproduce.config import CONFIG_DIR, load_scale
+from lm2.reproduce.config import CONFIG_DIR, load_scale, study_paths
 from lm2.reproduce.study import reproduce
 from tests.conftest import shared_path
 
@@ -23,8 +23,10 @@ def test_every_scale_config_parses_and_validates(scale: str) -> None:
     assert cfg.name == scale
     assert {"lm2", "vanilla", "rmt"} <= set(cfg.arms)
     for arm in cfg.arms:  # each arm resolves to a training config the trainer accepts
-        data = cfg.training_config(arm, 1, {"work": "W", "data": "W/data", "tokenizer": "W/tok"})
-        assert data["data"]["tokenizer"] == "W/tok" and data["train"]["seed"] == 1
+        paths = study_paths("W", cfg)
+        data = cfg.training_config(arm, 1, paths)
+        assert data["data"]["tokenizer"] in (paths["tokenizer"], paths["text_tokenizer"])
+        assert data["train"]["seed"] == 1
     assert (CONFIG_DIR / f"{scale}.yaml").is_file()
 
 
@@ -85,9 +87,11 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     results = json.loads((out / "results.json").read_text())
     assert set(results["table1"]["models"]) == {"LM2", "vanilla", "RMT", "vanilla+RAG"}
     assert results["table1"]["lengths"] == ["0k", "1k"]
-    assert set(results["table2"]["ppl"]) == {"LM2", "vanilla", "RMT"}
+    assert set(results["table2"]["ppl"]) == {"LM2", "vanilla", "RMT", "LM2, text"}
     assert results["table2"]["ppl"]["LM2"]["unknown_share"] == 0.0  # the smoke scale's BPE covers any text
     assert results["table2"]["ppl"]["LM2"]["trained_on"] == "babilong"
+    assert results["table2"]["ppl"]["LM2, text"]["trained_on"] == "text"  # on the prepared book (text.inputs)
+    assert results["units"]["text:data"]["command"].startswith("lm2 prepare --inputs ../shared/data/background/")
     assert results["table2"]["mmlu"]["LM2"]["average"]["questions"] == 10
     assert set(results["fig5"]["curves"]) == {"vanilla", "LM2 memory in block 0", "LM2"}
     assert all(
@@ -105,7 +109,7 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     report = (out / "report.md").read_text()
     for fig in figures:
         assert f"]({fig})" in report
-    assert "| unknown tokens (%) |" in report and "No arm was trained on running text" in report and "Chance is 25%" in report and "table1:vanilla+rag:s0" in report
+    assert "| unknown tokens (%) |" in report and "Only the arms trained on running text (LM2, text;" in report and "Chance is 25%" in report and "table1:vanilla+rag:s0" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png"))) + 4
 
@@ -168,6 +172,9 @@ def test_a_parallel_study_equals_the_sequential_one_and_names_a_failed_unit(
     assert study.needs("table1:vanilla+rag:s0") == ["tokenizer", "data:train", "data:valid", "data:test",
                                                     "train:vanilla:s0"]  # fmt: skip
     assert study.needs("data:test") == ["tokenizer"] and study.needs("tokenizer") == []
+    assert study.needs("text:data") == ["tokenizer"]  # the smoke scale tokenises its text with the study's
+    assert study.needs("ppl:lm2-text:s0") == ["tokenizer", "data:train", "data:valid", "data:test", "text:data",
+                                              "train:lm2-text:s0"]  # fmt: skip
     # A unit that fails in a worker is named in one line (exit code 2); the finished units stay.
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -222,8 +229,14 @@ def test_each_part_trains_only_the_arms_and_seeds_it_needs(tmp_path: Path) -> No
     assert trained == ["train:lm2:s0"]
     trained = [u for u, _ in study.plan(("table1",)) if u.startswith("train:")]
     assert trained == [f"train:{a}:s{s}" for a in ("lm2", "vanilla", "rmt") for s in range(3)]
+    planned = [u for u, _ in study.plan(("fig5",))]
+    arms = ("lm2-text", "lm2-text-first1", "vanilla-text")  # in the order of the config's arms
+    assert [u for u in planned if u.startswith("train:")] == [f"train:{a}:s{s}" for a in arms for s in range(3)]
+    assert {"text:tokenizer", "text:data"} <= set(planned)  # text arms: their tokenizer and data first
+    assert not any(u.startswith("text:") for u, _ in study.plan(("table1",)))
+    cfg.arms["lm2-text-first1"].seeds = 1
     trained = [u for u, _ in study.plan(("fig5",)) if u.startswith("train:")]
-    assert "train:lm2-first1:s0" in trained and "train:lm2-first1:s1" not in trained  # capped by arms.seeds
+    assert "train:lm2-text-first1:s0" in trained and "train:lm2-text-first1:s1" not in trained  # arms.seeds
 
 
 def test_fig5_verdict_claims_a_trend_only_beyond_the_seed_spread() -> None:

@@ -60,6 +60,21 @@ class Table2Config:
 
 
 @dataclass
+class TextConfig:
+    """Running text for arms that train as language models (``data.kind: text``), e.g. Table 2's.
+
+    The study tokenises ``inputs`` once (``lm2 prepare``) into ``{text_data}``, and ``valid`` (if given)
+    into ``{text_valid}`` for the arms' validation loss (Figure 5's curves); ``tokenizer`` gives the
+    arguments of ``lm2 data tokenizer`` for a tokenizer of its own in ``{text_tokenizer}`` (empty: the
+    study's tokenizer serves, and ``{text_tokenizer}`` names it).
+    """
+
+    inputs: str | None = None  # text files/folders/globs, comma-separated; None = no text arms
+    valid: str | None = None  # the same, for validation
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Fig5Config:
     arms: list[str] = field(default_factory=list)  # memory in the first 1, k, all blocks, and vanilla
     metric: str = "val_loss"  # a validation metric of the trainer's log
@@ -88,6 +103,7 @@ class ScaleConfig:
     table2: Table2Config = field(default_factory=Table2Config)
     fig5: Fig5Config = field(default_factory=Fig5Config)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     def label(self, arm: str) -> str:
         return self.arms[arm].label or arm
@@ -135,6 +151,8 @@ class ScaleConfig:
         if not self.arms:
             raise ValueError("arms is empty: name at least one model to train")
         _binds(tokenizer_command, self.tokenizer, "tokenizer", out="x")
+        if self.text.tokenizer:
+            _binds(tokenizer_command, self.text.tokenizer, "text.tokenizer", out="x")
         for split, kwargs in self.data.items():
             _binds(babilong_command, kwargs, f"data.{split}", tokenizer="x", out="x")
             _check_distance(split, kwargs)
@@ -162,13 +180,32 @@ class ScaleConfig:
             raise ValueError(f"table1.metric must be one of {', '.join(METRICS)}; got {self.table1.metric!r}")
         if self.table2.mmlu_shots < 0 or self.table2.mmlu_shots > 5:
             raise ValueError(f"table2.mmlu_shots must be 0..5, got {self.table2.mmlu_shots}")
-        paths = {"work": "WORK", "data": "WORK/data", "tokenizer": "WORK/tokenizer"}
         for arm in self.arms:  # every arm's training config must pass the trainer's own validation
             try:
-                check_training_config(self.training_config(arm, 0, paths))
+                check_training_config(self.training_config(arm, 0, study_paths("WORK", self)))
             except ValueError as err:
                 raise ValueError(f"arm {arm}: {err}") from err
+            if self.uses_text(arm) and not self.text.inputs:
+                raise ValueError(f"arm {arm} trains on running text (data.kind text): give text.inputs")
         return self
+
+    def uses_text(self, arm: str) -> bool:
+        """Whether ``arm`` trains on the study's running text (``data.kind: text``)."""
+        data = self.training_config(arm, 0, study_paths("WORK", self)).get("data") or {}
+        return data.get("kind") == "text"
+
+
+def study_paths(work: str, cfg: ScaleConfig) -> dict[str, str]:
+    """What the placeholders of a scale config stand for in study folder ``work``."""
+    tokenizer = f"{work}/tokenizer"
+    return {
+        "work": work,
+        "data": f"{work}/data",
+        "tokenizer": tokenizer,
+        "text_data": f"{work}/text/data",
+        "text_valid": f"{work}/text/valid",
+        "text_tokenizer": f"{work}/text/tokenizer" if cfg.text.tokenizer else tokenizer,
+    }
 
 
 def splits(spec: str) -> list[str]:
@@ -199,7 +236,7 @@ def _binds(func: Any, kwargs: dict[str, Any], where: str, **fixed: Any) -> None:
 
 
 def fill(value: Any, paths: dict[str, str]) -> Any:
-    """Replace {work}, {data}, {tokenizer} in every string of a nested mapping/list."""
+    """Replace the placeholders of ``study_paths`` ({work}, {data}, ...) in every string of a mapping/list."""
     if isinstance(value, str):
         for key, path in paths.items():
             value = value.replace("{" + key + "}", path)

@@ -278,18 +278,22 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
             files = results["scale_config"]["table2"]["ppl_data"]
             b.append(("p", f"Perplexity on held-out text ({files}), memory/cache carried across segments, at "
                            "the same training budget for every arm."))  # fmt: skip
-            rows = [[name, _cell(s, 2), str(s["tokens"]), _percent(s.get("unknown_share")), ", ".join(s["runs"])]
-                    for name, s in t2["ppl"].items()]  # fmt: skip
-            b.append(("table", ["model", "perplexity", "tokens", "unknown tokens (%)", "runs"], rows))
+            rows = [[name, s.get("trained_on") or "–", _cell(s, 2), str(s["tokens"]),
+                     _percent(s.get("unknown_share")), ", ".join(s["runs"])] for name, s in t2["ppl"].items()]  # fmt: skip
+            b.append(("table", ["model", "trained on", "perplexity", "tokens", "unknown tokens (%)", "runs"], rows))
             shares = [s["unknown_share"] for s in t2["ppl"].values() if s.get("unknown_share") is not None]
             if shares and max(shares) > 0.1:
-                b.append(("p", f"{100 * max(shares):.0f}% of the scored tokens are the tokenizer's unknown token: "
-                               "the vocabulary does not cover this text, so the perplexity mostly measures how "
-                               "well each arm predicts that token and the words it does know. It compares the "
-                               "arms with each other on one stream; it is not a measure of general text "
-                               "modelling."))  # fmt: skip
+                b.append(("p", f"Up to {100 * max(shares):.0f}% of the scored tokens are the tokenizer's unknown "
+                               "token: where the vocabulary does not cover this text, the perplexity mostly "
+                               "measures how well an arm predicts that token and the words it does know."))  # fmt: skip
             kinds = {s.get("trained_on") for s in t2["ppl"].values()}
-            if None not in kinds and "text" not in kinds:
+            texts = [name for name, s in t2["ppl"].items() if s.get("trained_on") == "text"]
+            if texts:
+                b.append(("p", f"Only the arms trained on running text ({', '.join(texts)}; data.kind text, "
+                               "the same backbones and budget) learned to predict the next word of a text: "
+                               "they are the comparison of general text modelling. The others trained on "
+                               "question-answer samples with the loss on the answer tokens only."))  # fmt: skip
+            elif None not in kinds:
                 b.append(("p", f"No arm was trained on running text (training data: {', '.join(sorted(kinds))}, "
                                "question-answer samples with the loss on the answer tokens only), so none "
                                "learned to predict the next word of a text: at this scale the perplexity says "

@@ -31,6 +31,7 @@ from lm2.reproduce.config import (
     load_scale,
     scale_path,
     splits,
+    study_paths,
 )
 from lm2.utils.io import atomic_write_text, expand_files
 
@@ -41,11 +42,7 @@ class Study:
     def __init__(self, scale: ScaleConfig, out: Path, scale_file: Path, seeds: int | None = None) -> None:
         self.cfg, self.out, self.scale_file = scale, Path(out), scale_file
         self.seeds = seeds or scale.seeds
-        self.paths = {
-            "work": str(self.out),
-            "data": str(self.out / "data"),
-            "tokenizer": str(self.out / "tokenizer"),
-        }
+        self.paths = study_paths(str(self.out), scale)
         self.kept: list[str] = []  # units found finished
         self.ran: list[str] = []  # units computed by this call
 
@@ -88,6 +85,10 @@ class Study:
         units.append(("tokenizer", self.make_tokenizer))
         for split in cfg.data:
             units.append((f"data:{split}", lambda s=split: self.make_data(s)))
+        if any(cfg.uses_text(arm) for arm in cfg.arms_for(parts, self.seeds)):
+            if cfg.text.tokenizer:
+                units.append(("text:tokenizer", self.make_text_tokenizer))
+            units.append(("text:data", self.make_text_data))
         for arm, n in cfg.arms_for(parts, self.seeds).items():
             for seed in range(n):
                 units.append((f"train:{arm}:s{seed}", lambda a=arm, s=seed: self.train(a, s)))
@@ -125,6 +126,8 @@ class Study:
             return {"tokenizer": cfg.tokenizer}
         if kind == "data":
             return {"tokenizer": cfg.tokenizer, "split": cfg.data[rest[0]]}
+        if kind == "text":  # the text tokenizer, or the text data (which the study's tokenizer may tokenise)
+            return {"text": dataclasses.asdict(cfg.text), **({} if cfg.text.tokenizer else {"tokenizer": cfg.tokenizer})}
         if kind == "analysis":
             arm, seed = cfg.analysis.arm, 0
             part: Any = dataclasses.asdict(cfg.analysis)
@@ -132,7 +135,9 @@ class Study:
             arm, seed = rest[0].removesuffix("+rag"), int(rest[1][1:])
             part = {"train": None, "table1": dataclasses.asdict(cfg.table1), "ppl": dataclasses.asdict(cfg.table2),
                     "mmlu": dataclasses.asdict(cfg.table2)}[kind]  # fmt: skip
-        raw = {"work": "{work}", "data": "{data}", "tokenizer": "{tokenizer}"}
+        if cfg.uses_text(arm):
+            made["text"] = dataclasses.asdict(cfg.text)
+        raw = {k: "{" + k + "}" for k in self.paths}
         training = {**made, "training": cfg.training_config(arm, seed, raw), "device": cfg.device}
         return training if part is None else {**training, kind: part}
 
@@ -160,6 +165,30 @@ class Study:
         babilong_command(tokenizer=Path(self.paths["tokenizer"]), out=out, **kwargs)
         args = {"tokenizer": self.paths["tokenizer"], "out": out, **kwargs}
         return {"command": _command("lm2 data babilong", args), "output": str(out)}
+
+    def make_text_tokenizer(self) -> dict[str, Any]:
+        from lm2.data.cli import tokenizer_command
+
+        out = Path(self.paths["text_tokenizer"])
+        shutil.rmtree(out, ignore_errors=True)
+        kwargs = fill(self.cfg.text.tokenizer, self.paths)
+        tokenizer_command(out=out, **kwargs)
+        return {"command": _command("lm2 data tokenizer", {"out": out, **kwargs}), "output": str(out)}
+
+    def make_text_data(self) -> dict[str, Any]:
+        from lm2.train.data import prepare
+
+        commands, outputs = [], []
+        for files, key in ((self.cfg.text.inputs, "text_data"), (self.cfg.text.valid, "text_valid")):
+            if files:
+                out = Path(self.paths[key])
+                shutil.rmtree(out, ignore_errors=True)
+                inputs = fill(files, self.paths)
+                prepare(inputs, Path(self.paths["text_tokenizer"]), out)
+                args = {"inputs": inputs, "tokenizer": self.paths["text_tokenizer"], "out": out}
+                commands.append(_command("lm2 prepare", args))
+                outputs.append(str(out))
+        return {"command": " && ".join(commands), "output": ", ".join(outputs)}
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.out / "runs" / f"{arm}-s{seed}"
@@ -313,16 +342,18 @@ class Study:
     def needs(self, unit: str) -> list[str]:
         """The units whose output ``unit`` reads: it may start only once they are finished."""
         kind, *rest = unit.split(":")
-        if kind == "tokenizer":
+        own_tokenizer = "text:tokenizer" if self.cfg.text.tokenizer else "tokenizer"
+        if unit in ("tokenizer", "text:tokenizer"):
             return []
         if kind == "data":
             return ["tokenizer"]
+        if unit == "text:data":
+            return [own_tokenizer]
+        arm, seed = (self.cfg.analysis.arm, "s0") if kind == "analysis" else (rest[0].removesuffix("+rag"), rest[1])
         built = ["tokenizer", *(f"data:{split}" for split in self.cfg.data)]
-        if kind == "train":
-            return built
-        if kind == "analysis":
-            return [*built, f"train:{self.cfg.analysis.arm}:s0"]
-        return [*built, f"train:{rest[0].removesuffix('+rag')}:{rest[1]}"]
+        if self.cfg.uses_text(arm):
+            built += [u for u in (own_tokenizer, "text:data") if u not in built]
+        return built if kind == "train" else [*built, f"train:{arm}:{seed}"]
 
     def run(self, parts: tuple[str, ...], jobs: int = 1) -> None:
         units = self.plan(parts)
