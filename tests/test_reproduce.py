@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -251,3 +254,39 @@ def test_fig5_verdict_claims_a_trend_only_beyond_the_seed_spread() -> None:
     assert "every step is larger than the seed spread" in _fig5_verdict(f5([3.0, 2.0, 1.0], 0.1, 3))
     assert "within the seed spread" in _fig5_verdict(f5([3.0, 2.0, 1.9], 0.2, 3))
     assert "does not hold" in _fig5_verdict(f5([1.0, 2.0, 3.0], 0.1, 3))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # fields: state, ppid, ...
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers follow their parent via prctl (Linux)")
+def test_killing_a_parallel_study_leaves_no_worker_behind(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    study = subprocess.Popen(
+        [sys.executable, "-m", "lm2.cli", "reproduce", "--scale", "smoke", "--out", str(tmp_path / "s"),
+         "--jobs", "2", "--only", "table1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:  # the two workers, not the resource tracker
+        time.sleep(0.2)
+        workers = [p for p in _children(study.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(workers) == 2, "the study never started its workers"
+    study.send_signal(signal.SIGTERM)
+    study.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.2)
+    alive = [p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+    assert not alive, f"workers {alive} outlived the killed study"

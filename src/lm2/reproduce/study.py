@@ -456,12 +456,27 @@ _WORKER: dict[str, Any] = {}  # a parallel study's worker process: its Study, pa
 def _start_worker(
     scale_file: str, out: str, seeds: int, parts: tuple[str, ...], total: int, threads: int | None
 ) -> None:
+    _die_with_parent()
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     study = Study(load_scale(Path(scale_file)), Path(out), Path(scale_file), seeds)
     _WORKER.update(study=study, works=dict(study.plan(parts)), total=total)
+
+
+def _die_with_parent() -> None:
+    """Have the kernel stop this worker when the study process dies (Linux), so that killing the study
+    never leaves a worker training on, orphaned, into the study folder."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the call: nobody would send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _run_in_worker(unit: str, index: int) -> None:
