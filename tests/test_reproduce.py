@@ -253,7 +253,8 @@ def test_fig5_verdict_claims_a_trend_only_beyond_the_seed_spread() -> None:
     assert "not evidence" in _fig5_verdict(f5([3.0, 2.0, 1.0]))
     assert "every step is larger than the seed spread" in _fig5_verdict(f5([3.0, 2.0, 1.0], 0.1, 3))
     assert "within the seed spread" in _fig5_verdict(f5([3.0, 2.0, 1.9], 0.2, 3))
-    assert "does not hold" in _fig5_verdict(f5([1.0, 2.0, 3.0], 0.1, 3))
+    assert "does not hold." in _fig5_verdict(f5([1.0, 2.0, 3.0], 0.1, 3))
+    assert "no measurable difference" in _fig5_verdict(f5([1.0, 1.2, 1.1], 0.3, 3))
 
 
 def _children(pid: int) -> list[int]:

@@ -156,4 +156,4 @@ def roles_markdown(summary: Mapping[str, Any], layer: int | None = None) -> str:
 
 
 def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.2f}"
+    return "–" if v is None else f"{v:.3f}"  # near-uniform attention differs from 1 in the third digit

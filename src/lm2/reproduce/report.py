@@ -31,8 +31,11 @@ def _stats(values: Sequence[float | None]) -> dict[str, Any]:
 def _cell(s: dict[str, Any] | None, digits: int = 1) -> str:
     if not s or s.get("mean") is None:
         return "–"
-    text = f"{s['mean']:.{digits}f}"
-    return text + (f" ± {s['spread']:.{digits}f}" if s.get("spread") is not None else "")
+
+    def number(x: float) -> str:  # a perplexity of an arm that never modelled text can be 1e9
+        return f"{x:.{digits}f}" if abs(x) < 1e5 else f"{x:.2e}"
+
+    return number(s["mean"]) + (f" ± {number(s['spread'])}" if s.get("spread") is not None else "")
 
 
 def _percent(share: float | None) -> str:
@@ -289,7 +292,7 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
             kinds = {s.get("trained_on") for s in t2["ppl"].values()}
             texts = [name for name, s in t2["ppl"].items() if s.get("trained_on") == "text"]
             if texts:
-                b.append(("p", f"Only the arms trained on running text ({', '.join(texts)}; data.kind text, "
+                b.append(("p", f"Only the arms trained on running text ({'; '.join(texts)}: data.kind text, "
                                "the same backbones and budget) learned to predict the next word of a text: "
                                "they are the comparison of general text modelling. The others trained on "
                                "question-answer samples with the loss on the answer tokens only."))  # fmt: skip
@@ -340,7 +343,8 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
 
             b.append(("p", "Slot roles over all analysed prompts: the token class each slot's writes attend to "
                            "most, and whose tokens read it most, as a ratio to chance."))  # fmt: skip
-            b.append(("raw", roles_markdown(a["roles"])))
+            for block in a["roles"]["blocks"]:
+                b.append(("raw", roles_markdown(a["roles"], block["layer"])))
             for key in sorted(k for k in figures if k.startswith("slots_")):
                 b.append(("img", figures[key], f"Write attention by token class relative to chance, "
                           f"{key[6:].replace('_', ' ')}; blank: no token of that class was written (the "
@@ -368,8 +372,8 @@ def _fig5_verdict(f5: dict[str, Any]) -> str:
     pairs = list(zip(final, final[1:], strict=False))
     holds = all((a["mean"] > b["mean"]) if lower_better else (a["mean"] < b["mean"]) for a, b in pairs)
     text = (
-        f"Final {f5['metric']} from best to worst: {', '.join(ranked)}. The paper's trend (more blocks with "
-        f"memory is better, i.e. {'lower' if lower_better else 'higher'} along {', '.join(order)}) "
+        f"Final {f5['metric']} from best to worst: {'; '.join(ranked)}. The paper's trend (more blocks with "
+        f"memory is better, i.e. {'lower' if lower_better else 'higher'} along {'; '.join(order)}) "
         + ("holds in the means" if holds else "does not hold")
     )
     if any(f["n"] < 2 for f in final):
@@ -382,7 +386,14 @@ def _fig5_verdict(f5: dict[str, Any]) -> str:
             else ", but some steps are within the seed spread."
         )
     else:
-        text += "."
+        means, spreads = [f["mean"] for f in final], [f["spread"] for f in final]
+        if None not in spreads and max(means) - min(means) <= max(spreads):
+            text += (
+                ": every arm is within the largest seed spread of the others, so at this scale the number "
+                "of blocks with memory makes no measurable difference."
+            )
+        else:
+            text += "."
     return text + note
 
 
