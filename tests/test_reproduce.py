@@ -112,7 +112,7 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     report = (out / "report.md").read_text()
     for fig in figures:
         assert f"]({fig})" in report
-    assert "| unknown tokens (%) |" in report and "Only the arms trained on running text (LM2, text;" in report and "Chance is 25%" in report and "table1:vanilla+rag:s0" in report
+    assert "| unknown tokens (%) |" in report and "Only the arms trained on running text (LM2, text: data.kind text" in report and "Chance is 25%" in report and "table1:vanilla+rag:s0" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png"))) + 4
 
