@@ -76,11 +76,28 @@ def group_scores(accuracy: Mapping[str, float | None]) -> dict[str, float | None
 
 
 def capability_radar(scores: Mapping[str, Mapping[str, float | None]], path: str | Path) -> Path:
-    """Radar of the capability groups measured (groups with no task evaluated are left out)."""
+    """Radar of the capability groups measured (groups with no task evaluated are left out).
+
+    A radar needs three axes to draw an area: with one or two groups measured the same numbers are drawn
+    as bars instead of a degenerate radar.
+    """
     plt = _pyplot()
     groups = [g for g in CAPABILITY_GROUPS if any(s.get(g) is not None for s in scores.values())]
     if not groups:
         raise ValueError("no capability group has a measured task; nothing to draw")
+    if len(groups) < 3:
+        fig, ax = plt.subplots(figsize=(max(5.5, 1.5 + 0.8 * len(groups) * len(scores)), 4.5))
+        width = 0.8 / len(scores)
+        for i, (name, s) in enumerate(scores.items()):
+            xs = [j + (i - (len(scores) - 1) / 2) * width for j in range(len(groups))]
+            ax.bar(xs, [s.get(g) or 0.0 for g in groups], width, label=name)
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"Accuracy by capability group\n(only {len(groups)} measured: bars, not a radar)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+        return _save(fig, path)
     fig = plt.figure(figsize=(6, 6))
     ax = fig.add_subplot(projection="polar")
     angles = [2 * math.pi * i / len(groups) for i in range(len(groups))]
