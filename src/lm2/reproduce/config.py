@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lm2.train.config import Config, _build, apply_override
+from lm2.train.config import Config, DataConfig, _build, apply_override
 from lm2.utils.io import read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "reproduce"
@@ -189,10 +189,14 @@ class ScaleConfig:
                 raise ValueError(f"arm {arm} trains on running text (data.kind text): give text.inputs")
         return self
 
+    def data_kind(self, arm: str) -> str:
+        """What ``arm`` trains on: its training config's ``data.kind`` (only "text" is running text)."""
+        data = self.training_config(arm, 0, study_paths("WORK", self)).get("data") or {}
+        return data.get("kind", DataConfig().kind)
+
     def uses_text(self, arm: str) -> bool:
         """Whether ``arm`` trains on the study's running text (``data.kind: text``)."""
-        data = self.training_config(arm, 0, study_paths("WORK", self)).get("data") or {}
-        return data.get("kind") == "text"
+        return self.data_kind(arm) == "text"
 
 
 def study_paths(work: str, cfg: ScaleConfig) -> dict[str, str]:

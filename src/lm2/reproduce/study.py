@@ -87,7 +87,7 @@ class Study:
             units.append((f"data:{split}", lambda s=split: self.make_data(s)))
         if any(cfg.uses_text(arm) for arm in cfg.arms_for(parts, self.seeds)):
             if cfg.text.tokenizer:
-                units.append(("text:tokenizer", self.make_text_tokenizer))
+                units.append(("text:tokenizer", lambda: self.make_tokenizer("text_tokenizer")))
             units.append(("text:data", self.make_text_data))
         for arm, n in cfg.arms_for(parts, self.seeds).items():
             for seed in range(n):
@@ -147,12 +147,13 @@ class Study:
 
     # -- the work of each kind of unit -----------------------------------------------------------------
 
-    def make_tokenizer(self) -> dict[str, Any]:
+    def make_tokenizer(self, key: str = "tokenizer") -> dict[str, Any]:
+        """The study's tokenizer (``key`` "tokenizer"), or the text arms' own ("text_tokenizer")."""
         from lm2.data.cli import tokenizer_command
 
-        out = Path(self.paths["tokenizer"])
+        out = Path(self.paths[key])
         shutil.rmtree(out, ignore_errors=True)  # a tokenizer killed half-way is rebuilt from scratch
-        kwargs = fill(self.cfg.tokenizer, self.paths)
+        kwargs = fill(self.cfg.tokenizer if key == "tokenizer" else self.cfg.text.tokenizer, self.paths)
         tokenizer_command(out=out, **kwargs)
         return {"command": _command("lm2 data tokenizer", {"out": out, **kwargs}), "output": str(out)}
 
@@ -165,15 +166,6 @@ class Study:
         babilong_command(tokenizer=Path(self.paths["tokenizer"]), out=out, **kwargs)
         args = {"tokenizer": self.paths["tokenizer"], "out": out, **kwargs}
         return {"command": _command("lm2 data babilong", args), "output": str(out)}
-
-    def make_text_tokenizer(self) -> dict[str, Any]:
-        from lm2.data.cli import tokenizer_command
-
-        out = Path(self.paths["text_tokenizer"])
-        shutil.rmtree(out, ignore_errors=True)
-        kwargs = fill(self.cfg.text.tokenizer, self.paths)
-        tokenizer_command(out=out, **kwargs)
-        return {"command": _command("lm2 data tokenizer", {"out": out, **kwargs}), "output": str(out)}
 
     def make_text_data(self) -> dict[str, Any]:
         from lm2.train.data import prepare
@@ -264,7 +256,6 @@ class Study:
         model = self.model_dir(arm, seed)
         lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
         result = perplexity(lm, tokenizer, files, t.ppl_segment_length, t.ppl_max_tokens)
-        trained_on = check_training_config(self.cfg.training_config(arm, seed, self.paths)).data.kind
         args = {"model": model, "data": t.ppl_data, "segment_length": t.ppl_segment_length,
                 "max_tokens": t.ppl_max_tokens}  # fmt: skip
         return {
@@ -275,7 +266,7 @@ class Study:
             "nll": result["nll"],
             "tokens": result["tokens"],
             "unknown_share": result["unknown_share"],
-            "trained_on": trained_on,  # data.kind: only "text" trains the model to predict running text
+            "trained_on": self.cfg.data_kind(arm),  # only "text" trains the model to predict running text
             "files": result["files"],
         }
 
