@@ -43,6 +43,9 @@ class Study:
         self.cfg, self.out, self.scale_file = scale, Path(out), scale_file
         self.seeds = seeds or scale.seeds
         self.paths = study_paths(str(self.out), scale)
+        # read once: each arm's data.kind (its training YAML) decides whether it needs the text units
+        self.data_kinds = {arm: scale.data_kind(arm) for arm in scale.arms}
+        self.text_arms = {arm for arm, kind in self.data_kinds.items() if kind == "text"}
         self.kept: list[str] = []  # units found finished
         self.ran: list[str] = []  # units computed by this call
 
@@ -85,7 +88,7 @@ class Study:
         units.append(("tokenizer", self.make_tokenizer))
         for split in cfg.data:
             units.append((f"data:{split}", lambda s=split: self.make_data(s)))
-        if any(cfg.uses_text(arm) for arm in cfg.arms_for(parts, self.seeds)):
+        if self.text_arms & set(cfg.arms_for(parts, self.seeds)):
             if cfg.text.tokenizer:
                 units.append(("text:tokenizer", lambda: self.make_tokenizer("text_tokenizer")))
             units.append(("text:data", self.make_text_data))
@@ -135,7 +138,7 @@ class Study:
             arm, seed = rest[0].removesuffix("+rag"), int(rest[1][1:])
             part = {"train": None, "table1": dataclasses.asdict(cfg.table1), "ppl": dataclasses.asdict(cfg.table2),
                     "mmlu": dataclasses.asdict(cfg.table2)}[kind]  # fmt: skip
-        if cfg.uses_text(arm):
+        if arm in self.text_arms:
             made["text"] = dataclasses.asdict(cfg.text)
         raw = {k: "{" + k + "}" for k in self.paths}
         training = {**made, "training": cfg.training_config(arm, seed, raw), "device": cfg.device}
@@ -266,7 +269,7 @@ class Study:
             "nll": result["nll"],
             "tokens": result["tokens"],
             "unknown_share": result["unknown_share"],
-            "trained_on": self.cfg.data_kind(arm),  # only "text" trains the model to predict running text
+            "trained_on": self.data_kinds[arm],  # only "text" trains the model to predict running text
             "files": result["files"],
         }
 
@@ -342,7 +345,7 @@ class Study:
             return [own_tokenizer]
         arm, seed = (self.cfg.analysis.arm, "s0") if kind == "analysis" else (rest[0].removesuffix("+rag"), rest[1])
         built = ["tokenizer", *(f"data:{split}" for split in self.cfg.data)]
-        if self.cfg.uses_text(arm):
+        if arm in self.text_arms:
             built += [u for u in (own_tokenizer, "text:data") if u not in built]
         return built if kind == "train" else [*built, f"train:{arm}:{seed}"]
 
