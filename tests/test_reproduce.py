@@ -257,37 +257,65 @@ def test_fig5_verdict_claims_a_trend_only_beyond_the_seed_spread() -> None:
     assert "no measurable difference" in _fig5_verdict(f5([1.0, 1.2, 1.1], 0.3, 3))
 
 
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, None once it is gone (it may go between any two reads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:  # fields: state, ppid, ...
+        info = _proc_stat(int(stat.parent.name))
+        if info is not None and info[1] == pid:
             found.append(int(stat.parent.name))
     return found
 
 
+def _is_worker(pid: int) -> bool:
+    try:
+        return "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    info = _proc_stat(pid)
+    return info is not None and info[0] != "Z"  # a zombie has ended; only its exit status is left
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers follow their parent via prctl (Linux)")
-def test_killing_a_parallel_study_leaves_no_worker_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_killing_a_parallel_study_leaves_no_worker_behind(tmp_path: Path, kill: signal.Signals) -> None:
     root = Path(__file__).resolve().parents[1]
     study = subprocess.Popen(
         [sys.executable, "-m", "lm2.cli", "reproduce", "--scale", "smoke", "--out", str(tmp_path / "s"),
          "--jobs", "2", "--only", "table1"],
         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
+    # Deadlines, not sleeps: on an idle machine each loop ends within seconds; a loaded one may need minutes.
+    deadline = time.monotonic() + 300
     workers: list[int] = []
-    while time.monotonic() < deadline and len(workers) < 2:  # the two workers, not the resource tracker
-        time.sleep(0.2)
-        workers = [p for p in _children(study.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    while time.monotonic() < deadline and len(workers) < 2 and study.poll() is None:
+        time.sleep(0.1)  # the two workers, not the resource tracker; killed as soon as both exist
+        workers = [p for p in _children(study.pid) if _is_worker(p)]
     assert len(workers) == 2, "the study never started its workers"
-    study.send_signal(signal.SIGTERM)
-    study.wait(timeout=30)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+    study.send_signal(kill)
+    study.wait(timeout=120)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.2)
-    alive = [p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+    alive = [p for p in workers if _alive(p)]
     assert not alive, f"workers {alive} outlived the killed study"
+
+
+def test_a_worker_whose_study_died_before_it_started_stops() -> None:
+    # The study died while the worker was still starting: the worker's parent is now someone else
+    # (PID 1, or a subreaper), and the parent-death signal armed from now on would never come.
+    code = "import os; from lm2.reproduce.study import _die_with_parent; _die_with_parent(os.getppid() + 1); print('on')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "on" not in result.stdout

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -366,7 +368,6 @@ class Study:
         and runs the units it is given exactly as the sequential run does, DONE.json included. Workers get
         cpu_count / jobs torch threads each unless OMP_NUM_THREADS says otherwise.
         """
-        import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
         threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // jobs)
@@ -376,9 +377,13 @@ class Study:
         finished: set[str] = set()
         running: dict[Future[None], str] = {}
         failed: list[str] = []
-        init = (str(self.scale_file), str(self.out), self.seeds, parts, len(units), threads)
+        init = (os.getpid(), str(self.scale_file), str(self.out), self.seeds, parts, len(units), threads)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=init) as pool:
+        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=init)
+        # A SIGTERM to the study ends it through Python (not the default abrupt exit), so the workers are
+        # stopped below before it goes; a SIGKILL leaves that to each worker's parent-death signal.
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
             while (waiting and not failed) or running:
                 ready = [u for u in waiting if all(n in finished or n not in index for n in self.needs(u))]
                 for unit in ready:
@@ -405,6 +410,13 @@ class Study:
                         failed.append(f"{unit}: {error}")
                     else:
                         raise RuntimeError(f"study unit {unit} failed") from error
+        except BaseException:
+            _stop_workers(pool)
+            raise
+        else:
+            pool.shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if failed:
             raise ValueError(
                 f"{'; '.join(failed)} (the finished units are kept: run the same command again to continue)"
@@ -448,9 +460,9 @@ _WORKER: dict[str, Any] = {}  # a parallel study's worker process: its Study, pa
 
 
 def _start_worker(
-    scale_file: str, out: str, seeds: int, parts: tuple[str, ...], total: int, threads: int | None
+    parent: int, scale_file: str, out: str, seeds: int, parts: tuple[str, ...], total: int, threads: int | None
 ) -> None:
-    _die_with_parent()
+    _die_with_parent(parent)
     if threads is not None:
         import torch
 
@@ -459,18 +471,30 @@ def _start_worker(
     _WORKER.update(study=study, works=dict(study.plan(parts)), total=total)
 
 
-def _die_with_parent() -> None:
-    """Have the kernel stop this worker when the study process dies (Linux), so that killing the study
-    never leaves a worker training on, orphaned, into the study folder."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel stop this worker when the study process ``parent`` dies (Linux), so that killing the
+    study never leaves a worker training on, orphaned, into the study folder.
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before the call: nobody would send the signal
-        os.kill(os.getpid(), signal.SIGTERM)
+    The signal is armed only from here on; a study that died earlier (while this worker was still starting)
+    shows as a parent other than ``parent``: PID 1, or a subreaper that adopted the orphan.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop_workers(pool: Any) -> None:
+    """End a parallel study's workers now, whatever they are doing (the study itself is ending)."""
+    for process in multiprocessing.active_children():
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _run_in_worker(unit: str, index: int) -> None:
