@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from lm2.data.babi.types import parse_tasks
-from lm2.data.babilong import PROMPT_RESERVE, build_babilong, input_budget, parse_lengths
 from lm2.data.background import load_background
+from lm2.data.builder import build_babilong
 from lm2.data.cli import _babi_samples, sample_texts
+from lm2.data.lengths import PROMPT_RESERVE, input_budget, parse_lengths
 from lm2.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 

@@ -5,21 +5,18 @@ import pytest
 
 from lm2.data.babi.format import find_task_file, read_stories
 from lm2.data.babi.types import Sample
-from lm2.data.babilong import (
+from lm2.data.background import Background, file_background, synthetic_background
+from lm2.data.builder import (
     FactsTooLong,
     TokenCounter,
     build_babilong,
     build_row,
-    input_budget,
-    length_name,
-    parse_length,
-    parse_lengths,
     plan_samples,
     prepare_background,
-    read_jsonl,
 )
-from lm2.data.background import Background, file_background, synthetic_background
+from lm2.data.lengths import input_budget, length_name, parse_length, parse_lengths
 from lm2.data.tokenizer import load_tokenizer
+from lm2.utils.io import read_jsonl
 from tests.conftest import shared_path
 from tests.test_tokenizer import train_small
 

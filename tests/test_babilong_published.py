@@ -3,10 +3,11 @@ import json
 import pytest
 
 from lm2.data.babi.generator import generate_samples
-from lm2.data.babilong import build_babilong, read_jsonl
 from lm2.data.background import synthetic_background
+from lm2.data.builder import build_babilong
 from lm2.data.published import find_split_files, load_published
 from lm2.data.tokenizer import load_tokenizer
+from lm2.utils.io import read_jsonl
 from tests.test_tokenizer import train_small
 
 ROWS = [

@@ -5,8 +5,8 @@ import pytest
 
 from lm2.cli import main
 from lm2.data.babi.format import read_stories
-from lm2.data.babilong import read_jsonl
 from lm2.data.tokenizer import load_tokenizer
+from lm2.utils.io import read_jsonl
 from tests.conftest import shared_path
 from tests.test_tokenizer import train_small
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from lm2.cli import main
+from lm2.data.lengths import length_label
 from lm2.data.prompts import answer_text, format_babilong, format_plain, get_prompt_format
-from lm2.data.rows import length_label, load_rows
+from lm2.data.rows import load_rows
 from lm2.eval import babilong
 from lm2.eval.babilong import Candidate, evaluate, generate_answers, read_predictions, to_markdown
 from lm2.eval.loading import load_model_and_tokenizer

@@ -218,7 +218,7 @@ def test_bad_generate_configs_are_named(tmp_path: Path, override: str, message: 
 
 def test_built_babilong_rows_mark_their_fact_tokens(word_tok) -> None:
     from lm2.data.babi.generator import generate_samples
-    from lm2.data.babilong import TokenCounter, build_row, prepare_background
+    from lm2.data.builder import TokenCounter, build_row, prepare_background
     from lm2.train.data import QADataset
 
     tok = word_tok[1]

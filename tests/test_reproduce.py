@@ -34,7 +34,7 @@ def test_every_scale_config_parses_and_validates(scale: str) -> None:
 
 
 def test_laptop_and_gpu_scales_reach_16k_with_three_seeds() -> None:
-    from lm2.data.rows import length_tokens
+    from lm2.data.lengths import length_tokens
 
     for scale in ("laptop", "gpu"):
         cfg = load_scale(scale)

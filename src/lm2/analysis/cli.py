@@ -138,9 +138,7 @@ def analyze_memory(
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
-    from lm2.data.babi.types import parse_tasks
-    from lm2.data.babilong import length_label
-    from lm2.data.rows import load_rows
+    from lm2.data.rows import select_rows
     from lm2.eval.loading import load_model_and_tokenizer
 
     if (text is None) == (sample is None):
@@ -149,12 +147,7 @@ def analyze_memory(
         raise ValueError(f"--samples must be at least 1, got {samples}")
     rows = None
     if sample is not None:
-        groups = load_rows(
-            [p.strip() for p in sample.split(",") if p.strip()],
-            tasks=parse_tasks(tasks) if tasks else None,
-            lengths=[length_label(n) for n in lengths.split(",") if n.strip()] if lengths else None,
-            samples=samples,
-        )
+        groups = select_rows(sample, tasks, lengths, samples)
         rows = [r for group in groups.values() for r in group]
     lm, tokenizer = load_model_and_tokenizer(model, device, dtype)
     result = run_analysis(lm, tokenizer, out, texts=[text] if text is not None else None, rows=rows)

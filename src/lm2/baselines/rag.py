@@ -19,6 +19,8 @@ from typing import Any, Literal
 import bm25s
 import numpy as np
 
+from lm2.utils.text import comma_list
+
 Row = Mapping[str, Any]
 Span = tuple[int, int]  # [start, end) character offsets into the context
 
@@ -108,10 +110,7 @@ class RAGConfig:
         Keys: ``k``, ``chunk`` (``sentence`` or a number of words), ``k1``, ``b``. A bare number is ``k``.
         """
         fields: dict[str, Any] = {}
-        for part in spec.split(","):
-            part = part.strip()
-            if not part:
-                continue
+        for part in comma_list(spec):
             key, sep, value = part.partition("=")
             key, value = key.strip().lower(), value.strip()
             if not sep:

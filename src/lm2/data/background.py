@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from lm2.utils.text import comma_list
+
 SYNTHETIC = "synthetic"
 
 
@@ -318,7 +320,7 @@ def load_background(spec: str, seed: int = 0, min_sentences: int = 200_000) -> B
         return pg19_background(None)
     if spec.startswith("pg19:"):
         return pg19_background(spec[len("pg19:") :])
-    paths = [p for p in spec.split(",") if p.strip()]
+    paths = comma_list(spec)
     if not paths:
         raise ValueError("empty --background; give 'synthetic', 'pg19', 'pg19:FOLDER' or text files/folders")
     return file_background(paths)

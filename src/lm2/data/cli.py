@@ -13,14 +13,9 @@ from tqdm.auto import tqdm
 
 from lm2.data.babi.format import find_task_file, read_stories, write_stories
 from lm2.data.babi.types import Sample, parse_tasks
-from lm2.data.babilong import (
-    PROMPT_RESERVE,
-    build_babilong,
-    check_placement,
-    input_budget,
-    parse_lengths,
-)
 from lm2.data.background import SYNTHETIC, Background, load_background
+from lm2.data.builder import build_babilong, check_placement
+from lm2.data.lengths import PROMPT_RESERVE, input_budget, parse_lengths
 from lm2.data.prompts import answer_text, format_plain
 from lm2.data.tokenizer import (
     TOKENIZER_KINDS,

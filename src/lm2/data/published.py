@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from lm2.data.babi.types import check_task
-from lm2.data.babilong import length_name, parse_length, read_jsonl
 from lm2.data.background import MissingDependency
+from lm2.data.lengths import length_name, parse_length
+from lm2.utils.io import read_jsonl
 
 HUB_REPO = "RMT-team/babilong"
 REQUIRED = ("input", "question", "target")

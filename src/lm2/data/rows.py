@@ -25,19 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from lm2.data.babi.format import read_stories, task_from_filename
-from lm2.data.babi.types import check_task
-from lm2.data.babilong import length_label, parse_length
+from lm2.data.babi.types import check_task, parse_tasks
+from lm2.data.lengths import length_label, length_tokens, parse_length
 from lm2.data.published import REQUIRED, load_published
 from lm2.utils.io import iter_jsonl
+from lm2.utils.text import comma_list
 
 Row = dict[str, Any]
 _TASK = re.compile(r"^qa\d+$", re.IGNORECASE)
 _DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow")
-
-
-def length_tokens(label: str) -> int:
-    """The numeric order of a length label ("4k" -> 4000), for sorting."""
-    return parse_length(label)
 
 
 def task_order(task: str) -> int:
@@ -267,6 +263,19 @@ def load_rows(
             raise ValueError(f"duplicate row id {dup!r} in {task} at {length}; row ids must be unique")
         out[(task, length)] = rows[:samples] if samples else rows
     return out
+
+
+def select_rows(
+    data: str, tasks: str | None = None, lengths: str | None = None, samples: int | None = None
+) -> dict[tuple[str, str], list[Row]]:
+    """:func:`load_rows` of the strings a command or a study config takes: comma-separated sources and
+    lengths, tasks as ``parse_tasks`` reads them ("qa1,qa2", "qa1-qa5"); None = all the data has."""
+    return load_rows(
+        comma_list(data),
+        tasks=parse_tasks(tasks) if tasks else None,
+        lengths=comma_list(lengths) or None,
+        samples=samples,
+    )
 
 
 def read_rows(sources: Iterable[str | os.PathLike]) -> list[Row]:

@@ -25,12 +25,13 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from lm2.data.babi.types import parse_tasks
+from lm2.data.lengths import length_tokens
 from lm2.data.prompts import get_prompt_format
-from lm2.data.rows import Row, length_label, length_tokens, load_rows, missing_sets, task_order
+from lm2.data.rows import Row, missing_sets, select_rows, task_order
 from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer, model_name
 from lm2.eval.matcher import Metric, is_correct, labels_for
 from lm2.utils.io import atomic_write, atomic_write_text, check_out_folder
+from lm2.utils.text import comma_list
 
 MAX_NEW_TOKENS = 20
 PREDICTIONS = "predictions.jsonl"
@@ -346,16 +347,11 @@ def eval_babilong(
         metric: words (whole-word labels, header lines skipped, option lists rejected, follow-up text cut
             off) or babilong (the official BABILong rules, for numbers comparable with published tables).
     """
-    dirs = [Path(p.strip()) for p in model.split(",") if p.strip()]
+    dirs = [Path(p) for p in comma_list(model)]
     if not dirs:
         raise ValueError("--model needs at least one checkpoint folder")
     check_out_folder(out, "predictions.jsonl and results.{md,csv,json}")
-    groups = load_rows(
-        [p.strip() for p in data.split(",") if p.strip()],
-        tasks=parse_tasks(tasks) if tasks else None,
-        lengths=[length_label(n) for n in lengths.split(",") if n.strip()] if lengths else None,
-        samples=samples,
-    )
+    groups = select_rows(data, tasks, lengths, samples)
     missing = missing_sets(groups)
     if missing:  # data mixed from sources of different grids: say so, the tables show these cells as –
         print(

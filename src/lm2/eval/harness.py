@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from lm2.eval.loading import load_model_and_tokenizer
 from lm2.utils.io import atomic_write_text
+from lm2.utils.text import comma_list
 
 
 def _harness() -> Any:
@@ -90,7 +91,7 @@ def eval_harness(
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    names = comma_list(tasks)
     if not names:
         raise ValueError("--tasks needs at least one harness task name")
     results = run_harness(model, names, include_path, shots, limit, device, dtype, batch_size, builtin_tasks)

@@ -43,6 +43,8 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Literal
 
+from lm2.utils.text import comma_list
+
 Metric = Literal["words", "babilong"]
 METRICS: tuple[str, ...] = typing.get_args(Metric)
 
@@ -107,7 +109,7 @@ def words(text: str) -> list[str]:
 
 def target_items(target: str) -> list[str]:
     """'apple,milk' -> ['apple', 'milk']; 'Bathroom' -> ['bathroom']."""
-    return [t.strip().lower() for t in target.split(",") if t.strip()]
+    return [t.lower() for t in comma_list(target)]
 
 
 def labels_for(task: str, targets: Iterable[str] = ()) -> frozenset[str]:

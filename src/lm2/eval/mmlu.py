@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from lm2.eval.loading import load_model_and_tokenizer, model_name
 from lm2.utils.io import atomic_write_text, check_out_folder
+from lm2.utils.text import comma_list
 
 LETTERS = ("A", "B", "C", "D")
 SPLITS = ("dev", "val", "test")
@@ -381,7 +382,7 @@ def eval_mmlu(
         check_out_folder(out, "mmlu.json and mmlu.md")
     questions = read_split(data, split)
     if subjects:
-        wanted = [s.strip() for s in subjects.split(",") if s.strip()]
+        wanted = comma_list(subjects)
         missing = [s for s in wanted if s not in questions]
         if missing:
             raise ValueError(

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from lm2.eval.loading import load_model_and_tokenizer, model_name
 from lm2.models.outputs import CACHE_FIELD, output_cache
 from lm2.utils.io import atomic_write_text, check_out_folder, expand_files
+from lm2.utils.text import comma_list
 
 
 def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -183,7 +184,7 @@ def eval_ppl(
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
-    files = expand_files([p.strip() for p in data.split(",") if p.strip()], "*.txt")
+    files = expand_files(comma_list(data), "*.txt")
     if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
     if out:

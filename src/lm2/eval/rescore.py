@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from lm2.data.babi.types import check_task
-from lm2.data.rows import length_label
+from lm2.data.lengths import length_label
 from lm2.eval.babilong import PREDICTIONS, aggregate, read_predictions, to_markdown, write_tables
 from lm2.eval.matcher import Metric, labels_for
 from lm2.utils.io import check_out_folder
+from lm2.utils.text import comma_list
 
 HARNESS_COLUMNS = ("target", "output", "question")
 PREDICTION_KEYS = ("model", "task", "length", "id", "question", "target", "prediction")
@@ -233,7 +234,7 @@ def eval_rescore(predictions: str, out: str, metric: Metric, prompt_config: str 
             one set-up is scored for it.
     """
     target = check_out_folder(out, "results.{md,csv,json}")
-    paths = [Path(p.strip()) for p in predictions.split(",") if p.strip()]
+    paths = [Path(p) for p in comma_list(predictions)]
     if not paths:
         raise ValueError("--predictions needs at least one folder or predictions.jsonl")
     sources = [read_source(p, prompt_config, missing_as_empty=metric == "babilong") for p in paths]

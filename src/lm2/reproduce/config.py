@@ -21,6 +21,7 @@ import yaml
 
 from lm2.train.config import Config, DataConfig, _build, apply_override
 from lm2.utils.io import read_yaml_mapping
+from lm2.utils.text import comma_list
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "reproduce"
 PARTS = ("table1", "table2", "fig3", "fig5", "fig6", "slots")
@@ -169,7 +170,7 @@ class ScaleConfig:
         for where, arm in refs:
             if arm not in self.arms:
                 raise ValueError(f"{where} names arm {arm!r}; the arms are {', '.join(self.arms)}")
-        for split in set(splits(self.table1.split)) | set(splits(self.analysis.split)):
+        for split in set(comma_list(self.table1.split)) | set(comma_list(self.analysis.split)):
             if split not in self.data:
                 raise ValueError(
                     f"the study evaluates on data split {split!r}; data has {', '.join(self.data)}"
@@ -212,13 +213,9 @@ def study_paths(work: str, cfg: ScaleConfig) -> dict[str, str]:
     }
 
 
-def splits(spec: str) -> list[str]:
-    return [s.strip() for s in spec.split(",") if s.strip()]
-
-
 def _check_distance(split: str, kwargs: dict[str, Any]) -> None:
     """Facts kept ``fact_distance`` tokens before the question need inputs longer than that distance."""
-    from lm2.data.babilong import parse_lengths
+    from lm2.data.lengths import parse_lengths
 
     distance = kwargs.get("fact_distance") or 0
     if not distance:

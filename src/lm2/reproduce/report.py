@@ -179,7 +179,7 @@ def _mean_over_lengths(cells: dict[str, Any], task: str) -> float | None:
 
 
 def _length_key(label: str) -> int:
-    from lm2.data.rows import length_tokens
+    from lm2.data.lengths import length_tokens
 
     return length_tokens(label)
 

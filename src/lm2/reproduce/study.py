@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from lm2.data.rows import select_rows
 from lm2.reproduce.config import (
     PARTS,
     ScaleConfig,
@@ -32,10 +33,10 @@ from lm2.reproduce.config import (
     fill,
     load_scale,
     scale_path,
-    splits,
     study_paths,
 )
 from lm2.utils.io import atomic_write_text, expand_files
+from lm2.utils.text import comma_list
 
 DONE = "DONE.json"
 
@@ -219,20 +220,12 @@ class Study:
         }
 
     def eval_babilong(self, arm: str, seed: int, rag: str | None) -> dict[str, Any]:
-        from lm2.data.babi.types import parse_tasks
-        from lm2.data.babilong import length_label
-        from lm2.data.rows import load_rows
         from lm2.eval.babilong import Candidate, evaluate, make_retriever
         from lm2.eval.loading import load_model_and_tokenizer
 
         t = self.cfg.table1
-        data = ",".join(str(Path(self.paths["data"]) / s) for s in splits(t.split))
-        groups = load_rows(
-            data.split(","),
-            tasks=parse_tasks(t.tasks) if t.tasks else None,
-            lengths=[length_label(n) for n in t.lengths.split(",")] if t.lengths else None,
-            samples=t.samples,
-        )
+        data = ",".join(str(Path(self.paths["data"]) / s) for s in comma_list(t.split))
+        groups = select_rows(data, t.tasks, t.lengths, t.samples)
         model = self.model_dir(arm, seed)
         name = self.cfg.label(arm) + ("+RAG" if rag else "")
         out = self.unit_dir(f"table1:{arm}{'+rag' if rag else ''}:s{seed}")
@@ -257,7 +250,7 @@ class Study:
         from lm2.eval.ppl import perplexity
 
         t = self.cfg.table2
-        files = expand_files([p.strip() for p in t.ppl_data.split(",") if p.strip()], "*.txt")
+        files = expand_files(comma_list(t.ppl_data), "*.txt")
         model = self.model_dir(arm, seed)
         lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
         result = perplexity(lm, tokenizer, files, t.ppl_segment_length, t.ppl_max_tokens)
@@ -282,7 +275,7 @@ class Study:
         t = self.cfg.table2
         questions = read_split(t.mmlu_data, t.mmlu_split)
         if t.mmlu_subjects:
-            wanted = [s.strip() for s in t.mmlu_subjects.split(",") if s.strip()]
+            wanted = comma_list(t.mmlu_subjects)
             missing = [s for s in wanted if s not in questions]
             if missing:
                 raise ValueError(f"table2.mmlu_subjects: no subject {missing[0]!r} in {t.mmlu_data}")
@@ -304,19 +297,11 @@ class Study:
 
     def analyse(self) -> dict[str, Any]:
         from lm2.analysis.cli import run_analysis
-        from lm2.data.babi.types import parse_tasks
-        from lm2.data.babilong import length_label
-        from lm2.data.rows import load_rows
         from lm2.eval.loading import load_model_and_tokenizer
 
         a = self.cfg.analysis
-        data = ",".join(str(Path(self.paths["data"]) / s) for s in splits(a.split))
-        groups = load_rows(
-            data.split(","),
-            tasks=parse_tasks(a.tasks) if a.tasks else None,
-            lengths=[length_label(n) for n in a.lengths.split(",")] if a.lengths else None,
-            samples=a.samples,
-        )
+        data = ",".join(str(Path(self.paths["data"]) / s) for s in comma_list(a.split))
+        groups = select_rows(data, a.tasks, a.lengths, a.samples)
         rows = [r for g in groups.values() for r in g]
         model = self.model_dir(a.arm, 0)
         lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
@@ -521,7 +506,7 @@ def _command(prefix: str, args: dict[str, Any]) -> str:
 def parse_parts(only: str | None) -> tuple[str, ...]:
     if not only:
         return PARTS
-    parts = tuple(p.strip() for p in only.split(",") if p.strip())
+    parts = tuple(comma_list(only))
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ValueError(f"--only: unknown part {unknown[0]!r}; valid: {', '.join(PARTS)}")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from lm2.data.babilong import length_label
+from lm2.data.lengths import length_label
 from lm2.utils.io import read_yaml_mapping
 
 FAMILIES = ("lm2", "rmt", "llama", "auto")

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lm2.data.babilong import length_label
+from lm2.data.lengths import length_label
 from lm2.data.prompts import answer_text, get_prompt_format
 from lm2.data.rows import babi_stories
 from lm2.data.tokenizer import load_tokenizer
 from lm2.utils.io import atomic_write, atomic_write_text, expand_files
+from lm2.utils.text import comma_list
 
 IGNORE = -100
 STORY_TRIES = 1000  # stories drawn for one sample before ``generate.story_facts`` is declared unmet
@@ -345,7 +346,7 @@ class GeneratedQA:
     """Endless, seeded question-answer samples: bAbI facts from the generator, background filler, a question.
 
     A sample is a pure function of its key (seed, stage, step, row): a resumed run draws the same samples,
-    whatever the number of processes. Each context is laid out by ``lm2.data.babilong`` (the builder's
+    whatever the number of processes. Each context is laid out by ``lm2.data.builder`` (the builder's
     own code): ``placement: first`` puts the facts before ``F`` filler tokens, ``scattered`` hides them in
     random gaps of the filler (keeping the supporting ones ``min_fact_distance`` tokens from its end);
     ``F`` is drawn from ``filler``. The prompt layout is ``data.prompt_format``, so a model trained here
@@ -359,8 +360,8 @@ class GeneratedQA:
 
     def __init__(self, tokenizer: Any, background: str = "synthetic", prompt_format: str = "plain",
                  answer_eos: bool = True, seed: int = 0, background_sentences: int = 20_000) -> None:  # fmt: skip
-        from lm2.data.babilong import TokenCounter, prepare_background
         from lm2.data.background import load_background
+        from lm2.data.builder import TokenCounter, prepare_background
 
         if answer_eos and tokenizer.eos_token_id is None:
             raise ValueError("data.answer_eos is true but the tokenizer has no eos_token; set it or disable")
@@ -387,7 +388,7 @@ class GeneratedQA:
     def context(self, facts: Sequence[str], supporting: Sequence[int], gen: Any, rng: np.random.Generator
                 ) -> dict[str, Any]:  # fmt: skip
         """``facts`` and ``F`` filler tokens laid out as ``gen`` says: ``input`` and where the facts are."""
-        from lm2.data.babilong import assemble_input, choose_gaps, take_background
+        from lm2.data.builder import assemble_input, choose_gaps, take_background
 
         if gen.filler_range is not None:
             filler = int(rng.integers(gen.filler_range[0], gen.filler_range[1] + 1))
@@ -510,7 +511,7 @@ def prepare(inputs: str, tokenizer: Path, out: Path, shard_tokens: int = 50_000_
         shard_tokens: tokens per shard file.
     """
     meta = prepare_text(
-        [s for s in inputs.split(",") if s.strip()], load_tokenizer(tokenizer), out, shard_tokens
+        comma_list(inputs), load_tokenizer(tokenizer), out, shard_tokens
     )
     print(
         f"{meta['tokens']} tokens from {len(meta['sources'])} files in {len(meta['shards'])} shards -> {out}"

@@ -60,6 +60,11 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, row
 
 
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON-lines file, in order (a bad line raises ValueError naming file and line)."""
+    return (row for _, row in iter_jsonl(path))
+
+
 def check_out_folder(path: str | os.PathLike, holds: str) -> Path:
     """Refuse an ``--out`` that names an existing file before any work is done; ``holds`` says what goes in."""
     path = Path(path)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lm2.utils.text import comma_list
+
 
 @dataclass(frozen=True)
 class Statement:
@@ -112,10 +114,7 @@ def parse_tasks(spec: str) -> list[str]:
     if spec.strip().lower() == "all":
         return list(TASK_SLUGS)
     out: list[str] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in comma_list(spec):
         if "-" in part:
             lo, hi = (check_task(p) for p in part.split("-", 1))
             a, b = int(lo[2:]), int(hi[2:])

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,86 +40,11 @@ from transformers import PreTrainedTokenizerBase
 
 from lm2.data.babi.types import Sample, check_task
 from lm2.data.background import Background
-from lm2.utils.io import atomic_write, check_out_folder, iter_jsonl
+from lm2.data.lengths import PROMPT_RESERVE, input_budget, length_name, parse_length
+from lm2.utils.io import atomic_write, check_out_folder
 
-# A length is the input's size in tokens by default; the BABILong authors' create_tasks.py instead counts the
-# whole prompt and leaves 300 tokens of it for instruction, examples and question (``prompt_reserve=300``).
-PROMPT_RESERVE = 0
-AUTHORS_PROMPT_RESERVE = 300
 FACT_PLACEMENTS = ("scattered", "first")
-MAX_LENGTH = 10_000_000  # BABILong goes to 10M tokens; beyond that is surely a typo
-STANDARD_LENGTHS = ["0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k"]
 MIN_SENTENCE_TOKENS = 10  # the authors' SentenceSampler skips shorter background sentences
-
-_LENGTH = re.compile(r"^(\d+(?:\.\d+)?)\s*([km]?)$")
-
-
-def parse_length(spec: str | int) -> int:
-    """'4k' -> 4000 tokens, '1m' -> 1_000_000, '1500' -> 1500, '0k' -> 0 (facts only)."""
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        value = spec
-    else:
-        m = _LENGTH.match(str(spec).strip().lower())
-        if not m:
-            raise ValueError(
-                f"bad length {spec!r}: give a token count such as 0k, 1k, 4k, 128k (k = 1000 tokens), "
-                f"1m, or an integer"
-            )
-        scale = {"": 1, "k": 1000, "m": 1_000_000}[m.group(2)]
-        exact = float(m.group(1)) * scale
-        if exact != int(exact):
-            raise ValueError(f"bad length {spec!r}: it is not a whole number of tokens")
-        value = int(exact)
-    if value < 0:
-        raise ValueError(f"length must not be negative, got {spec!r}")
-    if value > MAX_LENGTH:
-        raise ValueError(f"length {spec!r} is over the limit of {MAX_LENGTH:,} tokens")
-    return value
-
-
-def length_label(length: Any) -> str:
-    """Any spelling of a length as its config name: "1K", 1000, "1k" -> "1k"; 0 -> "0k"."""
-    return length_name(parse_length(length))
-
-
-def length_name(tokens: int) -> str:
-    """The config name of a length: 1000 -> '1k', 0 -> '0k', 1_000_000 -> '1m', 1500 -> '1500'."""
-    if tokens % 1_000_000 == 0 and tokens:
-        return f"{tokens // 1_000_000}m"
-    if tokens % 1000 == 0:
-        return f"{tokens // 1000}k"
-    return str(tokens)
-
-
-def parse_lengths(spec: str | Sequence[str | int]) -> list[int]:
-    """'0k,1k,4k' or 'all' (0k ... 128k) -> token counts, in order, without repeats."""
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    if isinstance(spec, str) and spec.strip().lower() == "all":
-        parts = STANDARD_LENGTHS
-    out: list[int] = []
-    for part in parts:
-        if isinstance(part, str) and not part.strip():
-            continue
-        value = parse_length(part)
-        if value not in out:
-            out.append(value)
-    if not out:
-        raise ValueError(f"no lengths in {spec!r}; give e.g. '0k,1k,4k' or 'all'")
-    return out
-
-
-def input_budget(length: int, prompt_reserve: int = PROMPT_RESERVE) -> int | None:
-    """Tokens the input may hold at ``length`` (None for 0: facts only)."""
-    if length == 0:
-        return None
-    if prompt_reserve < 0:
-        raise ValueError(f"prompt_reserve must not be negative, got {prompt_reserve}")
-    if length <= prompt_reserve:
-        raise ValueError(
-            f"length {length} leaves no room for the input after the {prompt_reserve}-token prompt reserve; "
-            f"use a length above {prompt_reserve} or a smaller prompt reserve"
-        )
-    return length - prompt_reserve
 
 
 class TokenCounter:
@@ -470,11 +394,6 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]], bar: tq
     return atomic_write(path, write)
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """The rows of a JSON-lines file (a bad line raises ValueError naming file and line)."""
-    return (row for _, row in iter_jsonl(path))
-
-
 def build_babilong(
     samples: dict[str, Sequence[Sample]],
     lengths: Sequence[int],
@@ -601,11 +520,7 @@ def _terminate_as_exit() -> Iterator[None]:
 
 
 __all__ = [
-    "AUTHORS_PROMPT_RESERVE",
     "FACT_PLACEMENTS",
-    "MAX_LENGTH",
-    "PROMPT_RESERVE",
-    "STANDARD_LENGTHS",
     "FactsTooLong",
     "PreparedBackground",
     "TokenCounter",
@@ -614,13 +529,8 @@ __all__ = [
     "build_row",
     "check_placement",
     "choose_gaps",
-    "input_budget",
-    "length_name",
-    "parse_length",
-    "parse_lengths",
     "plan_samples",
     "prepare_background",
-    "read_jsonl",
     "take_background",
     "write_jsonl",
 ]
