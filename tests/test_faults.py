@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lm2.cli import main
-from lm2.train.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
+from lm2.run_folder import CheckpointError, list_checkpoints, verify_checkpoint
 from lm2.train.config import load_config
 from lm2.train.trainer import Trainer, TrainingDiverged
 from tests.test_train_helpers import (
@@ -223,7 +223,8 @@ def test_eval_checks_the_manifest_of_a_checkpoint(
 def test_a_run_folder_means_its_newest_checkpoint_and_tables_name_the_run(
     run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from lm2.eval.loading import model_name, resolve_model_dir
+    from lm2.eval.loading import model_name
+    from lm2.run_folder import resolve_model_dir
 
     _, out = run
     newest = out / "checkpoints" / "step-00000004"
@@ -258,7 +259,7 @@ def small_tok(tmp_path_factory: pytest.TempPathFactory):
 
 def _build(out: Path, tok, interrupt_at: int | None = None, how: str = "ctrl-c") -> None:
     """Build qa1, qa2 at 0k and 1k (4 files of 3 rows); stop at the ``interrupt_at``-th row if given."""
-    from lm2.data import babilong
+    from lm2.data import builder as babilong
     from lm2.data.babi.generator import generate_samples
     from lm2.data.background import synthetic_background
 

@@ -11,9 +11,10 @@ import pytest
 
 from lm2.data.babi.generator import generate_stories
 from lm2.data.background import synthetic_background
+from lm2.data.batch import IGNORE
+from lm2.data.generated import GeneratedQA
 from lm2.data.tokenizer import save_tokenizer, train_word_tokenizer
 from lm2.train.config import FACT_SUBSET_TASKS, GenerateConfig, load_config
-from lm2.train.data import IGNORE, GeneratedQA
 from lm2.train.trainer import Trainer
 from tests.babi_solvers_1_10 import solve
 from tests.test_train_helpers import tiny_lm2, write_config
@@ -165,7 +166,7 @@ def test_trainer_draws_generated_batches_per_stage_and_reports_accuracy_per_fill
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     final = log[-1]
     assert {"val_acc", "val_acc_filler0", "val_acc_filler32"} <= set(final)
-    assert len(trainer.valid_qa) == 8
+    assert len(trainer.source.valid) == 8
     # the memory diagnostics of every logged step: gates on segments with and without a fact, read size
     for record in log:
         if "loss" in record:
@@ -177,8 +178,8 @@ def test_trainer_draws_generated_batches_per_stage_and_reports_accuracy_per_fill
 
 def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_qa) -> None:
     from lm2 import LM2Config, LM2ForCausalLM
-    from lm2.train.data import Batch
-    from lm2.train.trainer import memory_report
+    from lm2.data.batch import Batch
+    from lm2.train.forward import memory_report
 
     batch = gen_qa.batch(GenerateConfig(tasks="qa1", filler=[20]), 0, 0, 0, range(4))
     config = LM2Config.from_preset("tiny", vocab_size=len(word_tok[1]))
@@ -219,7 +220,7 @@ def test_bad_generate_configs_are_named(tmp_path: Path, override: str, message: 
 def test_built_babilong_rows_mark_their_fact_tokens(word_tok) -> None:
     from lm2.data.babi.generator import generate_samples
     from lm2.data.builder import TokenCounter, build_row, prepare_background
-    from lm2.train.data import QADataset
+    from lm2.data.qa import QADataset
 
     tok = word_tok[1]
     counter = TokenCounter(tok)

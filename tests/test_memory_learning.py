@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from lm2 import LM2ForCausalLM
-from lm2.commands import recall_accuracy, recall_config, recall_tokenizer, train_recall
-from lm2.train.config import GenerateConfig
-from lm2.train.data import GeneratedQA
+from lm2.commands import recall_config, recall_run, recall_tokenizer
+from lm2.data.tokenizer import save_tokenizer
+from lm2.train.trainer import Trainer
 
 WINDOW = 16  # attention window = memory segment; two blocks see at most 2 * (16 - 1) = 30 tokens back
 
 
 @pytest.fixture(scope="module")
-def recall_data():
+def recall_data(tmp_path_factory):
     tokenizer = recall_tokenizer(stories=50)
-    return tokenizer, GeneratedQA(tokenizer, answer_eos=False, background_sentences=500)
+    return tokenizer, save_tokenizer(tokenizer, tmp_path_factory.mktemp("recall") / "tokenizer")
 
 
 def build(tokenizer, use_memory: bool, seed: int = 0, **overrides) -> LM2ForCausalLM:
@@ -61,23 +61,27 @@ def test_memory_diagnostics_record_gates_and_read_size_only_when_asked(recall_da
     assert all(m.diagnostics is None for m in model.modules() if hasattr(m, "diagnostics"))
 
 
-def test_a_tiny_lm2_learns_to_recall_a_fact_beyond_its_window(recall_data) -> None:
-    tokenizer, data = recall_data
-    # one fact, F filler tokens, the question; loss on the answer word (six rooms: chance 1/6)
-    gen = GenerateConfig(tasks="qa1", filler=[0, WINDOW, 2 * WINDOW], facts=[1, 1])
+def test_a_tiny_lm2_learns_to_recall_a_fact_beyond_its_window(recall_data, tmp_path) -> None:
+    _, tokenizer = recall_data
+    # one fact, F filler tokens, the question; loss on the answer word (six rooms: chance 1/6), through the
+    # trainer of `lm2 train`, as `lm2 demo` trains
     far = 2 * WINDOW  # the fact lies 2 * 16 + 13 tokens before the answer: beyond both blocks' reach
 
-    lm2 = build(tokenizer, True)
-    train_recall(lm2, data, gen, steps=130, seed=0)
-    recalled = recall_accuracy(lm2, data, gen, far, samples=100)
-    lm2.config.memory_read = False
-    without_read = recall_accuracy(lm2, data, gen, far, samples=100)
+    def run(use_memory: bool, steps: int) -> Trainer:
+        cfg = recall_run(tokenizer, use_memory, steps, samples=100, window=WINDOW, train_windows=(0, 1, 2),
+                         valid_windows=(2,), background_sentences=500)  # fmt: skip
+        trainer = Trainer(cfg, tmp_path / ("lm2" if use_memory else "vanilla"))
+        trainer.run()
+        return trainer
+
+    lm2 = run(True, 130)
+    recalled = lm2.evaluate()[f"val_acc_filler{far}"]
+    lm2.model.config.memory_read = False
+    without_read = lm2.evaluate()[f"val_acc_filler{far}"]
 
     # The vanilla control cannot see the fact at this distance however long it trains; what it guards is
     # the task itself (no answer leaking into the question or filler), so a shorter run suffices.
-    vanilla = build(tokenizer, False)
-    train_recall(vanilla, data, gen, steps=60, seed=0)
-    attention_only = recall_accuracy(vanilla, data, gen, far, samples=100)
+    attention_only = run(False, 60).evaluate()[f"val_acc_filler{far}"]
 
     assert recalled >= 0.9, recalled  # measured: 1.00 for seeds 0-3
     assert without_read <= 0.4, without_read  # measured: 0.12-0.22

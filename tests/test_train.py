@@ -13,10 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm2.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, verify_checkpoint
+from lm2.data.batch import IGNORE
+from lm2.data.qa import QADataset, sample_indices
+from lm2.data.shards import TextShards, prepare_text
+from lm2.run_folder import CheckpointError, list_checkpoints, verify_checkpoint
+from lm2.train.checkpoint import load_checkpoint
 from lm2.train.config import load_config
-from lm2.train.data import IGNORE, QADataset, TextShards, prepare_text, sample_indices
-from lm2.train.trainer import Trainer, TrainingDiverged, detach_cache, lr_at, run_pieces
+from lm2.train.forward import detach_cache, run_pieces
+from lm2.train.trainer import Trainer, TrainingDiverged, lr_at
 from tests.test_train_helpers import (
     qa1_rows,
     qa1_run_config,
@@ -163,7 +167,7 @@ def _lm2(**kw):
 
 
 def test_pieces_give_the_full_forward_loss_and_truncate_the_gradient() -> None:
-    from lm2.train.data import Batch
+    from lm2.data.batch import Batch
 
     model = _lm2()
     x = torch.randint(1, 64, (2, 24))
@@ -187,7 +191,7 @@ def test_pieces_give_the_full_forward_loss_and_truncate_the_gradient() -> None:
 
 
 def test_pieces_project_only_the_target_positions_and_give_the_full_loss() -> None:
-    from lm2.train.data import Batch
+    from lm2.data.batch import Batch
 
     model = _lm2()
     x = torch.randint(1, 64, (2, 24))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lm2.train.checkpoint import list_checkpoints
+from lm2.run_folder import RunFolder, list_checkpoints
 from lm2.train.config import load_config
-from lm2.train.trainer import Trainer, iter_log
+from lm2.train.trainer import Trainer
 from tests.test_train_helpers import make_qa1_tokenizer, qa1_rows, tiny_lm2, write_config, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def _train_cmd(config: Path, out: Path, *extra: str) -> list[str]:
 
 def _losses(out: Path) -> list[dict]:
     """The deterministic part of the training log (timings dropped)."""
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in iter_log(out / "log.jsonl")]
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in RunFolder(out).records()]
 
 
 def test_tiny_lm2_learns_qa1_well_above_chance(tmp_path: Path, qa1_tokenizer: Path) -> None:

@@ -21,13 +21,13 @@ from typing import Any, Literal
 from lm2.analysis.cli import analyze_memory
 from lm2.commands import demo, params
 from lm2.data.cli import babi_command, babilong_command, tokenizer_command
+from lm2.data.shards import prepare
 from lm2.eval.babilong import eval_babilong
 from lm2.eval.harness import eval_harness
 from lm2.eval.mmlu import eval_mmlu
 from lm2.eval.ppl import eval_ppl
 from lm2.eval.rescore import eval_rescore
 from lm2.reproduce.study import reproduce
-from lm2.train.data import prepare
 from lm2.train.trainer import train
 
 # Subcommand -> the typed function it runs, or a nested group.

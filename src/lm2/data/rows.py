@@ -20,11 +20,11 @@ import glob
 import json
 import os
 import re
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lm2.data.babi.format import read_stories, task_from_filename
+from lm2.data.babi.format import find_task_file, read_stories, task_from_filename
 from lm2.data.babi.types import check_task, parse_tasks
 from lm2.data.lengths import length_label, length_tokens, parse_length
 from lm2.data.published import REQUIRED, load_published
@@ -129,6 +129,25 @@ def read_babi(path: Path) -> Iterator[Row]:
     """0K rows from one bAbI file."""
     for story in babi_stories(path):
         yield from story
+
+
+def read_babi_rows(sources: Sequence[str], tasks: Iterable[str] | None) -> list[list[dict[str, Any]]]:
+    """Rows from the training files of bAbI folders (facts only: BABILong's 0k), one list per story so that
+    splits keep stories whole."""
+    stories: list[list[dict[str, Any]]] = []
+    for src in sources:
+        folder = Path(src)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"bAbI folder not found: {folder}")
+        if tasks:
+            files = [find_task_file(folder, t, "train") for t in tasks]
+        else:
+            files = sorted(folder.glob("qa*_*_train.txt"))
+            if not files:
+                raise FileNotFoundError(f"no bAbI training files (qa<N>_<name>_train.txt) in {folder}")
+        for path in files:
+            stories.extend(babi_stories(path))
+    return stories
 
 
 def check_build_complete(root: Path) -> None:

@@ -16,42 +16,14 @@ from typing import Any
 
 import torch
 
+from lm2.run_folder import MANIFEST, OPTIMIZER, STATE, checkpoint_step, resolve_model_dir, verify_checkpoint
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """The model folder ``path`` names: itself, or for a run folder of ``lm2 train --out`` its newest checkpoint.
-
-    A run whose newest step folder is incomplete (no manifest) is refused rather than silently evaluated
-    at an older step.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model folder not found: {path}")
-    if (path / "config.json").is_file() or not (path / "checkpoints").is_dir():
-        return path
-    from lm2.train.checkpoint import MANIFEST, list_step_dirs
-
-    steps = list_step_dirs(path / "checkpoints")
-    if not steps:
-        raise FileNotFoundError(
-            f"{path} is a training run without checkpoints (no {path}/checkpoints/step-*)"
-        )
-    if not (steps[-1] / MANIFEST).is_file():
-        raise ValueError(
-            f"{path}: the newest checkpoint {steps[-1].name} has no {MANIFEST} (an unfinished save); "
-            f"give the checkpoint to evaluate explicitly, e.g. --model {path / 'checkpoints' / steps[-2].name}"
-            if len(steps) > 1
-            else f"{path}: its only checkpoint {steps[-1].name} has no {MANIFEST} (an unfinished save)"
-        )
-    return steps[-1]
-
-
 def model_name(path: str | os.PathLike) -> str:
     """The name of a model in tables: ``RUN step N`` for a checkpoint of ``lm2 train``, else the folder name."""
-    from lm2.train.checkpoint import checkpoint_step
-
     real = resolve_model_dir(path).resolve()  # OUT/last is a link to OUT/checkpoints/step-N
     step = checkpoint_step(real)
     if step is not None and real.parent.name == "checkpoints":
@@ -84,8 +56,6 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
             f"{path}: no tokenizer found; expected {' or '.join(TOKENIZER_FILES)} (save the tokenizer "
             "with the model)"
         )
-    from lm2.train.checkpoint import MANIFEST, OPTIMIZER, STATE, verify_checkpoint
-
     if (path / MANIFEST).is_file():  # damaged weights would load fine and score nonsense
         verify_checkpoint(path, skip=(OPTIMIZER, STATE))
     return path

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lm2.plots import CAPABILITY_GROUPS, group_scores
+from lm2.run_folder import RunFolder
 from lm2.utils.io import atomic_write_text
 
 RESULTS = "results.json"
@@ -60,15 +61,13 @@ def _seed_groups(units: dict[str, dict[str, Any]], kind: str) -> dict[str, list[
     return groups
 
 
-def fig5_curve(log: Path, metric: str) -> dict[str, list[float]]:
-    """Validation ``metric`` vs training tokens from a trainer log (tokens: each logged step's count times the
+def fig5_curve(run: RunFolder, metric: str) -> dict[str, list[float]]:
+    """Validation ``metric`` vs training tokens from a run's log (tokens: each logged step's count times the
     steps since the previous log record — exact with train.log_every 1)."""
-    from lm2.train.trainer import iter_log
-
     tokens_at: dict[int, float] = {0: 0.0}
     total, last_step = 0.0, 0
     points = []
-    for rec in iter_log(log):
+    for rec in run.records():
         if "loss" in rec and "tokens" in rec:
             total += rec["tokens"] * (rec["step"] - last_step)
             last_step = rec["step"]
@@ -154,7 +153,7 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
             runs = [(u, d) for u, d in runs if u in units]
             if not runs:
                 continue
-            per_seed = [fig5_curve(d / "log.jsonl", cfg.fig5.metric) for _, d in runs]
+            per_seed = [fig5_curve(RunFolder(d), cfg.fig5.metric) for _, d in runs]
             curves[cfg.label(arm)] = {**per_seed[0], "run": runs[0][0]}
             final[cfg.label(arm)] = {
                 **_stats([c["value"][-1] if c["value"] else None for c in per_seed]),

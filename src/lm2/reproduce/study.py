@@ -174,7 +174,7 @@ class Study:
         return {"command": _command("lm2 data babilong", args), "output": str(out)}
 
     def make_text_data(self) -> dict[str, Any]:
-        from lm2.train.data import prepare
+        from lm2.data.shards import prepare
 
         commands, outputs = [], []
         for files, key in ((self.cfg.text.inputs, "text_data"), (self.cfg.text.valid, "text_valid")):

@@ -1,6 +1,2 @@
-"""Training: ``lm2 train`` (LM pretraining on text shards, BABILong fine-tuning) and ``lm2 prepare``."""
-
-from lm2.train.config import Config, load_config
-from lm2.train.trainer import Trainer, TrainingDiverged, detach_cache, run_pieces, train
-
-__all__ = ["Config", "Trainer", "TrainingDiverged", "detach_cache", "load_config", "run_pieces", "train"]
+"""Training: the typed run config (``config``), one data source per kind (``sources``), the forward in
+pieces (``forward``), checkpoints (``checkpoint``) and the loop (``trainer``), behind ``lm2 train``."""

@@ -1,23 +1,19 @@
-"""Checkpoints: a Hugging Face model folder plus everything needed to resume bit-identically.
+"""Checkpoints of a training run: the tensors saved and loaded to resume bit-identically.
 
-``checkpoints/step-00000100/`` holds ``config.json`` + ``model.safetensors`` (``save_pretrained``), the
-tokenizer files, ``optimizer.safetensors`` (AdamW moments), ``trainer_state.json`` (step, data
-position, learning rate, gradient-scaler and RNG states, the run's config) and, written last,
-``manifest.json`` with the size and SHA-256 of every file. A checkpoint is built in a hidden temporary
-folder and renamed into place only when complete, so a kill or a full disk during a save leaves the
-previous checkpoints untouched; loading checks the manifest and names any missing or damaged file.
-No pickle anywhere: tensors go to safetensors, the rest to JSON.
+A checkpoint (the layout and its manifest: :mod:`lm2.run_folder`) is a Hugging Face model folder plus
+``optimizer.safetensors`` (AdamW moments and RNG states) and ``trainer_state.json`` (step, data
+position, gradient-scaler and RNG states, the run's config). It is built in a hidden temporary folder and
+renamed into place only when complete, so a kill or a full disk during a save leaves the previous
+checkpoints untouched; loading checks the manifest and names any missing or damaged file. No pickle
+anywhere: tensors go to safetensors, the rest to JSON.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import re
 import shutil
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,45 +21,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
-MANIFEST = "manifest.json"
-STATE = "trainer_state.json"
-OPTIMIZER = "optimizer.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing or damaged; the message names it."""
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:08d}"
-
-
-def list_step_dirs(root: str | Path) -> list[Path]:
-    """Every ``step-NNNNNNNN`` folder under ``root``, complete or not, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if _STEP_DIR.match(p.name) and p.is_dir()), key=lambda p: p.name)
-
-
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints (those with a manifest) under ``root``, oldest first."""
-    return [p for p in list_step_dirs(root) if (p / MANIFEST).is_file()]
-
-
-def checkpoint_step(path: str | Path) -> int | None:
-    """The step of a checkpoint folder named ``step-NNNNNNNN``, else None."""
-    m = _STEP_DIR.match(Path(path).name)
-    return int(m.group(1)) if m else None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+from lm2.run_folder import (
+    MANIFEST,
+    OPTIMIZER,
+    STATE,
+    CheckpointError,
+    list_checkpoints,
+    read_trainer_state,
+    step_dir_name,
+    verify_checkpoint,
+    write_manifest,
+)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -72,7 +40,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
 
 # ----------------------------------------------------------------------------------------------------
 # RNG and optimizer state <-> (tensors, JSON)
@@ -162,15 +129,8 @@ def save_checkpoint(
         save_file({**opt_tensors, **rng_tensors}, str(tmp / OPTIMIZER))
         full_state = {**state, "step": step, "optimizer": opt_meta, "rng": rng_meta}
         (tmp / STATE).write_text(json.dumps(full_state, indent=1), encoding="utf-8")
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {
-            "step": step,
-            "files": {
-                str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
-            },
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        for p in [*files, tmp / MANIFEST]:
+        manifest = write_manifest(tmp, step)
+        for p in sorted(p for p in tmp.rglob("*") if p.is_file() and p != manifest) + [manifest]:
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
@@ -188,47 +148,6 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def verify_checkpoint(path: str | Path, skip: Collection[str] = ()) -> dict[str, Any]:
-    """Check every file of checkpoint ``path`` against its manifest; return the manifest.
-
-    Files named in ``skip`` (e.g. the optimizer state, which evaluation never reads) are not checked.
-    """
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise CheckpointError(
-            f"checkpoint file missing: {manifest_path} (an incomplete or foreign checkpoint)"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"checkpoint file corrupt: {manifest_path} ({err})") from err
-    for name, info in files.items():
-        if name in skip:
-            continue
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"checkpoint file missing: {file} (listed in {manifest_path})")
-        if file.stat().st_size != info["bytes"] or _sha256(file) != info["sha256"]:
-            raise CheckpointError(
-                f"checkpoint file corrupt: {file} (size or SHA-256 differs from {manifest_path}: it changed "
-                "after the save; restore it or use another checkpoint)"
-            )
-    return manifest
-
-
-def read_trainer_state(path: str | Path) -> dict[str, Any]:
-    """The ``trainer_state.json`` of checkpoint ``path`` (step, data position, the run's config, ...)."""
-    state_path = Path(path) / STATE
-    try:
-        return json.loads(state_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise CheckpointError(f"checkpoint file missing: {state_path}") from err
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"checkpoint file corrupt: {state_path} ({err})") from err
 
 
 def _weight_files(path: Path) -> list[Path]:

@@ -63,6 +63,7 @@ class GenerateConfig:
     story_facts: list[int] | None = None
     questions: Literal["one", "all"] = "one"  # one question per sample | every question of a story
     background: str = "synthetic"  # as ``lm2 data babilong --background``
+    background_sentences: int = 20_000  # sentences of the synthetic haystack (other backgrounds: ignored)
     # validation: accuracy at each of these fillers (None: filler, or filler_range's two ends)
     valid_filler: list[int] | None = None
 
@@ -265,6 +266,8 @@ def _check_generate(g: GenerateConfig, where: str) -> None:
             raise ValueError(f"{where}.{name} must be a non-empty list of token counts >= 0, got {values}")
     if g.min_fact_distance < 0:
         raise ValueError(f"{where}.min_fact_distance must be >= 0, got {g.min_fact_distance}")
+    if g.background_sentences < 1:
+        raise ValueError(f"{where}.background_sentences must be >= 1, got {g.background_sentences}")
     if g.filler_range is not None and (
         len(g.filler_range) != 2 or not 0 <= g.filler_range[0] <= g.filler_range[1]
     ):

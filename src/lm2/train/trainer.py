@@ -26,161 +26,26 @@ import random
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 
-from lm2.data.rows import read_rows
-from lm2.models.outputs import CACHE_FIELD, output_cache
-from lm2.train.checkpoint import (
-    MANIFEST,
-    CheckpointError,
-    list_checkpoints,
-    list_step_dirs,
-    load_checkpoint,
-    read_trainer_state,
-    save_checkpoint,
-    verify_checkpoint,
-)
+from lm2.data.batch import IGNORE, Batch
+from lm2.run_folder import MANIFEST, CheckpointError, RunFolder, read_trainer_state, verify_checkpoint
+from lm2.train.checkpoint import load_checkpoint, save_checkpoint
 from lm2.train.config import Config, load_config
-from lm2.train.data import (
-    IGNORE,
-    Batch,
-    GeneratedQA,
-    QADataset,
-    TextShards,
-    read_babi_rows,
-    sample_indices,
-    split_stories,
-)
+from lm2.train.forward import memory_report, run_pieces
 from lm2.train.models import build_model, load_tokenizer
+from lm2.train.sources import make_source
 from lm2.utils.io import atomic_write_text
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# pieces, caches, loss
-
-
-def detach_cache(cache: Any) -> Any:
-    """The cache cut from the autograd graph (truncated backpropagation through time between pieces).
-
-    LM2's and RMT's caches detach themselves; transformers' ``DynamicCache`` (the llama family) is
-    detached layer by layer.
-    """
-    if hasattr(cache, "detach"):
-        return cache.detach()
-    for layer in cache.layers:
-        if getattr(layer, "keys", None) is not None:
-            layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
-    return cache
-
-
-def run_pieces(
-    model: Any,
-    batch: Batch,
-    piece_len: int | None,
-    loss_scale: float | None = None,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    backward: Callable[[torch.Tensor], None] | None = None,
-    sync: Callable[[bool], contextlib.AbstractContextManager] = lambda final: contextlib.nullcontext(),
-    logits_hook: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-) -> float:
-    """Forward ``batch`` in pieces of ``piece_len`` tokens (None: one piece); return the summed cross-entropy.
-
-    With ``backward`` given, ``backward(ce_sum * loss_scale)`` runs after each piece that has targets,
-    inside ``sync(is_final_backward)`` (DDP's no_sync for all but the last). Logits are computed only at
-    the positions where some row of the batch has a target (an answer of a few tokens after a long
-    context costs the vocabulary projection of those few); ``logits_hook(positions, logits)`` sees them
-    with their column indices in the batch (evaluation).
-    """
-    x, y = batch.input_ids, batch.targets
-    width = x.shape[1]
-    step = piece_len or width
-    bounds = [(s, min(s + step, width)) for s in range(0, width, step)]
-    # (k,) columns of each piece where some row has a target
-    target_cols = [(y[:, s:e] != IGNORE).any(0).nonzero().squeeze(1) for s, e in bounds]
-    has_targets = [len(cols) > 0 for cols in target_cols]
-    if not any(has_targets):
-        return 0.0
-    last = max(i for i, h in enumerate(has_targets) if h)  # later pieces could not change the loss
-    cache, total = None, 0.0
-    for i, (s, e) in enumerate(bounds[: last + 1]):
-        learn = backward is not None and has_targets[i]
-        cols = target_cols[i]
-        keep = {} if len(cols) == e - s else {"logits_to_keep": cols}
-        with sync(i == last), torch.set_grad_enabled(learn):
-            with autocast():
-                out = model(input_ids=x[:, s:e], use_cache=last > 0, **{CACHE_FIELD: cache}, **keep)
-            logits = out.logits.float()  # (B, k, V)
-            if logits.shape[1] != len(cols):  # a model that ignores logits_to_keep
-                logits = logits[:, cols]
-            if logits_hook is not None:
-                logits_hook(s + cols, logits.detach())
-            ce = F.cross_entropy(
-                logits.flatten(0, 1), y[:, s:e][:, cols].flatten(), ignore_index=IGNORE, reduction="sum"
-            )
-            if learn:
-                backward(ce * loss_scale)
-        total += ce.item()
-        cache = detach_cache(output_cache(out)) if i < last else None
-    return total
-
-
-@torch.no_grad()
-def memory_report(
-    model: Any,
-    batch: Batch,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> dict[str, dict[str, float]]:
-    """What each memory block does on ``batch`` (one extra forward without gradients), per block index:
-
-    ``in_gate`` / ``forget_gate``: the mean input / forget gate of the writes, split into ``_fact`` (the
-    segment holds a fact token) and ``_other`` (filler, prompt, question) when the batch has a
-    ``fact_mask``; ``read_ratio``: mean |gated read| / |residual stream| over the tokens up to each row's
-    last target, ``read_ratio_answer`` the same at the positions that predict an answer token. Empty for a
-    model without memory blocks. Segments past a row's last target are left out.
-    """
-    if not hasattr(model, "memory_diagnostics") or not getattr(model.config, "memory_layer_indices", None):
-        return {}
-    with model.memory_diagnostics() as records, autocast():
-        model(input_ids=batch.input_ids, use_cache=False)
-    B, T = batch.input_ids.shape
-    S = model.config.segment_length
-    targets = batch.targets != IGNORE  # (B, T)
-    length = T - torch.argmax(targets.flip(1).int(), dim=1)  # (B,) tokens up to the last target
-    real = torch.arange(T, device=length.device)[None, :] < length[:, None]  # (B, T)
-    report: dict[str, dict[str, float]] = {}
-    for layer, record in zip(model.config.memory_layer_indices, records, strict=True):
-        ratio = torch.cat(record["read_ratio"], 1).float()  # (B, T)
-        block = {"read_ratio": float(ratio[real].mean()), "read_ratio_answer": float(ratio[targets].mean())}
-        if record["in_gate"]:
-            g_in = torch.cat(record["in_gate"], 1).float()  # (B, W) every write of every call, in order
-            g_forget = torch.cat(record["forget_gate"], 1).float()
-            done = torch.cat(record["write_done"], 1)
-            segment = done.long().cumsum(1) - 1  # (B, W) the k-th write of a row stores its segment k
-            done &= segment * S < length[:, None]
-            groups = {"": done}
-            if batch.fact_mask is not None:
-                n = -(-T // S)
-                fact = F.pad(batch.fact_mask.to(done.device), (0, n * S - T)).view(B, n, S).any(-1)  # (B, n)
-                has_fact = fact.gather(1, segment.clamp(0, n - 1)) & done
-                groups = {"_fact": has_fact, "_other": done & ~has_fact}
-            for suffix, mask in groups.items():
-                if mask.any():
-                    block[f"in_gate{suffix}"] = float(g_in[mask].mean())
-                    block[f"forget_gate{suffix}"] = float(g_forget[mask].mean())
-        report[f"block{layer}"] = block
-    return report
 
 
 def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float) -> float:
@@ -226,9 +91,22 @@ class Trainer:
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[r.precision]
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {self.out} is a file; give a folder for the run (it will be created)")
-        self.ckpt_root = self.out / "checkpoints"
+        self.folder = RunFolder(self.out)
+        # One writer per run folder: a second `lm2 train` into it is told so before it reads anything there.
+        self.lock = self.folder.lock()
+        if self.main:
+            self.lock.acquire()
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        config, r = self.cfg, self.cfg.train
+        self.ckpt_root = self.folder.checkpoints
         # Every step folder counts, complete or not: a new run must never overwrite one.
-        existing = list_step_dirs(self.ckpt_root)
+        existing = self.folder.step_dirs()
         if existing and not resume:
             raise ValueError(
                 f"{self.out} already holds checkpoints ({existing[-1].name}); pass --resume or another --out"
@@ -245,7 +123,7 @@ class Trainer:
                 f"the tokenizer has {len(self.tokenizer)} tokens but the model's vocab_size is "
                 f"{self.model.config.vocab_size}"
             )
-        self._load_data()
+        self.source = make_source(config, self.tokenizer)
 
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
@@ -284,61 +162,11 @@ class Trainer:
             )
         return k * int(seg)
 
-    def _load_data(self) -> None:
-        d = self.cfg.data
-        from lm2.data.babi.types import parse_tasks
-
-        tasks = parse_tasks(d.tasks) if d.tasks else None
-        self.valid_batches: list[Batch] = []
-        self.valid_groups: list[str] = []  # per validation row: the group its accuracy is also reported in
-        kwargs = dict(prompt_format=d.prompt_format, answer_eos=d.answer_eos, max_tokens=d.max_tokens)
-        if d.kind == "generate":
-            g = d.generate
-            self.generated = GeneratedQA(
-                self.tokenizer, g.background, d.prompt_format, d.answer_eos, self.cfg.train.seed
-            )
-            self.generate_stages = [self.cfg.generate_config(i) for i in range(len(self.cfg.curriculum))]
-            valid_rows = self.generated.validation_rows(
-                self.cfg.generate_config(), self.cfg.train.seed, d.valid_samples
-            )
-            self.valid_qa = QADataset(valid_rows, self.tokenizer, **kwargs)
-            self.valid_groups = [f"filler{r['filler_tokens']}" for r in valid_rows]
-            return
-        if d.kind == "text":
-            self.text = TextShards(d.train[0])
-            if self.text.vocab_size > len(self.tokenizer):
-                raise ValueError(
-                    f"{d.train[0]} was tokenised with {self.text.vocab_size} tokens; data.tokenizer has {len(self.tokenizer)}"
-                )
-            self.valid_text = TextShards(d.valid[0]) if d.valid else None
-            return
-        if d.kind == "babi":
-            stories = read_babi_rows(d.train, tasks)
-            train_rows, valid_rows = split_stories(stories, d.valid_split)
-            if d.valid:
-                valid_rows = [r for s in read_babi_rows(d.valid, tasks) for r in s]
-        else:
-            train_rows = read_rows(d.train)
-            valid_rows = read_rows(d.valid) if d.valid else []
-            if tasks:
-                train_rows = [r for r in train_rows if r.get("task") in tasks]
-                valid_rows = [r for r in valid_rows if r.get("task") in tasks]
-                if not train_rows:
-                    raise ValueError(f"no training rows of tasks {d.tasks} in {', '.join(d.train)}")
-        self.qa = QADataset(train_rows, self.tokenizer, **kwargs)
-        self.pools = [self.qa.pool(stage.lengths) for stage in self.cfg.curriculum]  # checked up front
-        if len(valid_rows) > d.valid_samples:  # a fixed subset spread over every task and length
-            keep = np.sort(np.random.default_rng(0).permutation(len(valid_rows))[: d.valid_samples])
-            valid_rows = [valid_rows[i] for i in keep]
-        self.valid_qa = QADataset(valid_rows, self.tokenizer, **kwargs) if valid_rows else None
-        if self.valid_qa is not None and len(set(self.valid_qa.lengths)) > 1:
-            self.valid_groups = list(self.valid_qa.lengths)
-
     def _resume(self, path: Path) -> None:
         """Continue from ``path``, the newest step folder; everything is checked before any weight loads."""
         if not (path / MANIFEST).is_file():
             # Never fall back silently to an older checkpoint: training on would overwrite this folder.
-            older = list_checkpoints(self.ckpt_root)
+            older = self.folder.complete_checkpoints()
             way_out = (
                 f"move it out of {self.ckpt_root} to resume from {older[-1].name}"
                 if older
@@ -394,14 +222,7 @@ class Trainer:
         r = self.cfg.train
         rows = np.arange(self.rank * r.batch_size // self.world, (self.rank + 1) * r.batch_size // self.world)
         chunks = [rows[j * self.micro : (j + 1) * self.micro] for j in range(r.grad_accum)]
-        if self.cfg.data.kind == "text":
-            seq_len = self.cfg.curriculum[stage].seq_len
-            return [self.text.training_batch(r.seed, stage, stage_step, c, seq_len) for c in chunks]
-        if self.cfg.data.kind == "generate":
-            gen = self.generate_stages[stage]
-            return [self.generated.batch(gen, r.seed, stage, stage_step, c) for c in chunks]
-        idx = sample_indices(self.pools[stage], r.seed, stage, stage_step, r.batch_size)
-        return [self.qa.collate(idx[c]) for c in chunks]
+        return [self.source.batch(stage, stage_step, c) for c in chunks]
 
     def _on_device(self, batch: Batch) -> Batch:
         fact = batch.fact_mask.to(self.device) if batch.fact_mask is not None else None
@@ -482,7 +303,7 @@ class Trainer:
 
     def _last_good(self) -> str:
         """Where to resume from after a divergence: the newest complete checkpoint (saved with finite weights)."""
-        last = list_checkpoints(self.ckpt_root)
+        last = self.folder.complete_checkpoints()
         if not last:
             return "no checkpoint was written yet"
         return f"the last good checkpoint is {last[-1]}"
@@ -497,46 +318,24 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss, and for question answering the exact-answer accuracy (teacher-forced argmax)."""
+        """The data source's validation metrics: validation loss, and for question answering the exact-answer
+        accuracy (teacher-forced argmax); for running text the perplexity."""
+        stage, _ = self.cfg.stage_at(min(self.step, self.cfg.total_steps - 1))
         self.model.eval()
         try:
-            if self.cfg.data.kind == "text":
-                if self.valid_text is None:
-                    return {}
-                stage, _ = self.cfg.stage_at(min(self.step, self.cfg.total_steps - 1))
-                seq_len = self.cfg.curriculum[stage].seq_len
-                batches = self.valid_text.validation_batches(seq_len, self.cfg.data.valid_samples, self.micro)
-                total = count = 0.0
-                for b in batches:
-                    b = Batch(b.input_ids.to(self.device), b.targets.to(self.device))
-                    total += run_pieces(self.model, b, self.piece_len, autocast=self._autocast)
-                    count += b.num_targets
-                return {"val_loss": total / count, "val_ppl": math.exp(min(total / count, 50.0))}
-            if self.valid_qa is None:
-                return {}
-            total = count = 0.0
-            correct: list[bool] = []
-            for start in range(0, len(self.valid_qa), self.micro):
-                b = self.valid_qa.collate(range(start, min(start + self.micro, len(self.valid_qa))))
-                b = Batch(b.input_ids.to(self.device), b.targets.to(self.device))
-                preds = torch.full_like(b.targets, IGNORE)
-
-                def keep(positions: torch.Tensor, logits: torch.Tensor, preds: torch.Tensor = preds) -> None:
-                    preds[:, positions] = logits.argmax(-1)
-
-                total += run_pieces(self.model, b, self.piece_len, autocast=self._autocast, logits_hook=keep)
-                count += b.num_targets
-                span = self.valid_qa.answer_spans(b)
-                correct += ((preds == b.targets) | ~span).all(dim=1).tolist()
-            results = {"val_loss": total / count, "val_acc": sum(correct) / len(correct)}
-            for group in dict.fromkeys(
-                self.valid_groups
-            ):  # accuracy per length / filler, in first-seen order
-                hits = [ok for ok, g in zip(correct, self.valid_groups, strict=True) if g == group]
-                results[f"val_acc_{group}"] = sum(hits) / len(hits)
-            return results
+            return self.source.validate(self._score, stage, self.micro)
         finally:
             self.model.train()
+
+    def _score(self, batch: Batch) -> tuple[float, torch.Tensor]:
+        """Summed cross-entropy of ``batch``'s targets and the top prediction at each target (IGNORE elsewhere)."""
+        batch = Batch(batch.input_ids.to(self.device), batch.targets.to(self.device))
+        preds = torch.full_like(batch.targets, IGNORE)
+
+        def keep(positions: torch.Tensor, logits: torch.Tensor) -> None:
+            preds[:, positions] = logits.argmax(-1)
+
+        return run_pieces(self.model, batch, self.piece_len, autocast=self._autocast, logits_hook=keep), preds
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -572,11 +371,7 @@ class Trainer:
                     self._state(),
                     self.cfg.train.keep_last,
                 )
-                link = self.out / "last"
-                tmp = self.out / ".last.tmp"
-                tmp.unlink(missing_ok=True)
-                tmp.symlink_to(path.relative_to(self.out))
-                os.replace(tmp, link)
+                self.folder.point_last(path)
             except OSError as err:  # a full disk, a lost mount: earlier checkpoints are intact
                 reason = err.strerror or str(err)
                 raise CheckpointError(
@@ -588,17 +383,11 @@ class Trainer:
 
     def _open_log(self) -> Any:
         """The JSONL log, cut back to the resumed step so the file reads as one uninterrupted run."""
-        path = self.out / "log.jsonl"
-        if self.resumed_from is not None and path.exists():
-            kept = [
-                line
-                for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= self.step
-            ]
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
-        elif self.resumed_from is None:
-            path.unlink(missing_ok=True)
-        return open(path, "a", encoding="utf-8")
+        if self.resumed_from is not None:
+            self.folder.cut_log(self.step)
+        else:
+            self.folder.log.unlink(missing_ok=True)
+        return open(self.folder.log, "a", encoding="utf-8")
 
     def run(self) -> dict[str, Any]:
         cfg, r = self.cfg, self.cfg.train
@@ -606,7 +395,8 @@ class Trainer:
         log = writer = bar = None
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            self.folder.repair_last()
+            atomic_write_text(self.folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             log = self._open_log()
             from tensorboardX import SummaryWriter
 
@@ -670,6 +460,7 @@ class Trainer:
                 writer.close()
             if log is not None:
                 log.close()
+            self.lock.release()
         return last_metrics
 
 
@@ -736,11 +527,3 @@ def train(config: Path, out: Path, set: str | None = None, resume: bool = False)
         _exit_distributed(2 if user_error else 1)
     if distributed:
         _exit_distributed(0)
-
-
-def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The records of a run's log.jsonl."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
