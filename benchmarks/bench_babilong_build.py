@@ -22,8 +22,8 @@ from pathlib import Path
 from lm2.data.babi.types import parse_tasks
 from lm2.data.background import load_background
 from lm2.data.builder import build_babilong
-from lm2.data.cli import _babi_samples, sample_texts
 from lm2.data.lengths import PROMPT_RESERVE, input_budget, parse_lengths
+from lm2.data.make import _babi_samples, sample_texts
 from lm2.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 

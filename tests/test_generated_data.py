@@ -22,7 +22,7 @@ from tests.test_train_helpers import tiny_lm2, write_config
 
 @pytest.fixture(scope="module")
 def word_tok(tmp_path_factory: pytest.TempPathFactory):
-    from lm2.data.cli import sample_texts
+    from lm2.data.make import sample_texts
 
     stories = [
         s for t in ("qa1", "qa2", "qa3", "qa4", "qa9", "qa10") for s in generate_stories(t, 100, seed=0)

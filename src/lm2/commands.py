@@ -42,7 +42,7 @@ def recall_tokenizer(tasks: str = "qa1", stories: int = 200, seed: int = 0) -> P
     from lm2.data.babi.generator import generate_stories
     from lm2.data.babi.types import parse_tasks
     from lm2.data.background import synthetic_background
-    from lm2.data.cli import sample_texts
+    from lm2.data.make import sample_texts
     from lm2.data.tokenizer import train_word_tokenizer
 
     made = [s for t in parse_tasks(tasks) for s in generate_stories(t, stories, seed)]

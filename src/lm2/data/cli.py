@@ -1,45 +1,24 @@
-"""``lm2 data ...``: generate bAbI files, build BABILong sets, train a tokenizer.
+"""``lm2 data ...``: generate bAbI files, build BABILong sets, train a tokenizer (the builders: lm2.data.make).
 
 Each command checks its whole input before it writes anything, and writes every file atomically.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
-from tqdm.auto import tqdm
-
-from lm2.data.babi.format import find_task_file, read_stories, write_stories
-from lm2.data.babi.types import Sample, parse_tasks
-from lm2.data.background import SYNTHETIC, Background, load_background
-from lm2.data.builder import build_babilong, check_placement
-from lm2.data.lengths import PROMPT_RESERVE, input_budget, parse_lengths
-from lm2.data.prompts import answer_text, format_plain
-from lm2.data.tokenizer import (
-    TOKENIZER_KINDS,
-    load_tokenizer,
-    save_tokenizer,
-    train_tokenizer,
-    train_word_tokenizer,
+from lm2.data.babi.types import parse_tasks
+from lm2.data.background import SYNTHETIC
+from lm2.data.lengths import PROMPT_RESERVE, parse_lengths
+from lm2.data.make import (
+    DEFAULT_LENGTHS,
+    BabilongSpec,
+    TokenizerSpec,
+    make_babi,
+    make_babilong,
+    make_tokenizer,
 )
-
-
-def _generator(name: str) -> Callable[[str, int, int], list]:
-    try:
-        from lm2.data.babi import generator
-    except ImportError:
-        raise ValueError(
-            "the bAbI generator (lm2.data.babi.generator) is not available in this installation; "
-            "pass --babi DIR to take stories from bAbI files instead"
-        ) from None
-    return getattr(generator, name)
-
-
-def _check_count(name: str, value: int, limit: int = 10_000_000) -> None:
-    if not 1 <= value <= limit:
-        raise ValueError(f"--{name} must be between 1 and {limit:,}, got {value}")
 
 
 def babi_command(tasks: str, num_stories: int, out: Path, seed: int = 0, split: str = "train") -> None:
@@ -55,31 +34,15 @@ def babi_command(tasks: str, num_stories: int, out: Path, seed: int = 0, split: 
         seed: random seed; the same seed gives the same files.
         split: the split name in the file names (train, test, valid).
     """
-    names = parse_tasks(tasks)
-    _check_count("num-stories", num_stories)
-    generate_stories = _generator("generate_stories")
-    stories = {t: generate_stories(t, num_stories, seed) for t in tqdm(names, desc="generating", unit="task")}
-    for task, task_stories in stories.items():
-        path = write_stories(task_stories, out, task, split)
-        print(f"wrote {len(task_stories)} stories to {path}")
-
-
-def _babi_samples(directory: Path, task: str, split: str) -> list[Sample]:
-    return [
-        s for story in read_stories(find_task_file(directory, task, split), task) for s in story.samples()
-    ]
-
-
-def _synthetic_size(max_budget: int) -> int:
-    # Synthetic sentences hold 16+ tokens under any sensible tokenizer; keep a generous margin.
-    return max(2000, max_budget // 8 + 1000)
+    for path in make_babi(tasks, num_stories, out, seed, split):
+        print(f"wrote {num_stories} stories to {path}")
 
 
 def babilong_command(
     tokenizer: Path,
     out: Path,
     tasks: str = "qa1-qa10",
-    lengths: str = "0k,1k,2k,4k,8k,16k,32k,64k,128k",
+    lengths: str = DEFAULT_LENGTHS,
     samples: int = 100,
     background: str = SYNTHETIC,
     seed: int = 0,
@@ -115,36 +78,13 @@ def babilong_command(
         fact_distance: every fact up to the last supporting one lies at least this many tokens of the input
             before the question (0 = anywhere); samples whose facts leave no room are skipped.
     """
-    names = parse_tasks(tasks)
-    check_placement(fact_placement, fact_distance)
-    token_lengths = parse_lengths(lengths)
-    _check_count("samples", samples, 1_000_000)
-    budgets = [input_budget(x, prompt_reserve) or 0 for x in token_lengths]
-    tok = load_tokenizer(tokenizer)
-    bg = load_background(background, seed=seed, min_sentences=_synthetic_size(max(budgets)))
-
-    if babi is not None:
-        pools = {t: _babi_samples(babi, t, split) for t in names}
-        facts_source = f"babi:{babi}"
-    else:
-        generate_samples = _generator("generate_samples")
-        pool = max(2 * samples, samples + 100)  # spare samples for lengths whose budget some overflow
-        pools = {t: generate_samples(t, pool, seed) for t in tqdm(names, desc="generating", unit="task")}
-        facts_source = f"generator(seed={seed})"
-    written = build_babilong(
-        pools, token_lengths, samples, bg, tok, seed, out, prompt_reserve, min_sentence_tokens, facts_source,
-        placement=fact_placement, min_fact_distance=fact_distance,
+    spec = BabilongSpec(
+        tasks, lengths, samples, background, seed, None if babi is None else str(babi), split, prompt_reserve,
+        min_sentence_tokens, fact_placement, fact_distance,
     )  # fmt: skip
-    print(f"wrote {len(written)} files ({len(names)} tasks x {len(token_lengths)} lengths) to {out}")
-
-
-def sample_texts(samples: Iterable[Sample]) -> list[str]:
-    """Tokenizer training text: each sample in the exact prompt layout training and evaluation use."""
-    texts = []
-    for s in samples:
-        row = {"input": " ".join(s.facts), "question": s.question, "target": s.answer}
-        texts.append(format_plain(row) + answer_text(row))
-    return texts
+    written = make_babilong(spec, tokenizer, out)
+    shape = f"{len(parse_tasks(tasks))} tasks x {len(parse_lengths(lengths))} lengths"
+    print(f"wrote {len(written)} files ({shape}) to {out}")
 
 
 def tokenizer_command(
@@ -176,31 +116,7 @@ def tokenizer_command(
             mark, case kept; unseen words become <|unk|>: for bAbI-scale models).
         min_frequency: keep only tokens seen at least this often (default: 2 for bpe, 1 for word).
     """
-    names = parse_tasks(tasks)
-    if kind not in TOKENIZER_KINDS:
-        raise ValueError(f"--kind must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
-    if min_frequency is not None and min_frequency < 1:
-        raise ValueError(f"--min-frequency must be at least 1, got {min_frequency}")
-    _check_count("num-stories", num_stories)
-    if babi is not None:
-        stories = [s for t in names for s in read_stories(find_task_file(babi, t, "train"), t)]
-    else:
-        generate_stories = _generator("generate_stories")
-        stories = [
-            s
-            for t in tqdm(names, desc="generating", unit="task")
-            for s in generate_stories(t, num_stories, seed)
-        ]
-    bg: Background = load_background(background, seed=seed, min_sentences=20_000)
-    texts = sample_texts(s for story in stories for s in story.samples()) + bg.sentences
-    if kind == "word":
-        tok = train_word_tokenizer(texts, vocab_size=vocab_size, min_frequency=min_frequency or 1)
-    else:
-        tok = train_tokenizer(texts, vocab_size=vocab_size, min_frequency=min_frequency or 2)
-    save_tokenizer(tok, out)
-    note = ""
-    if len(tok) < vocab_size:  # the training text has fewer distinct words (word) or merges (bpe)
-        more = "distinct words" if kind == "word" else "merges to learn"
-        note = f"; up to {vocab_size} were allowed, but the training text has no more {more}"
-    what = "word-level vocabulary" if kind == "word" else "byte-level BPE"
-    print(f"wrote a {len(tok)}-token {what} (background: {bg.name}) to {out}{note}")
+    spec = TokenizerSpec(
+        vocab_size, background, tasks, num_stories, None if babi is None else str(babi), seed, kind, min_frequency
+    )
+    print(f"wrote {make_tokenizer(spec, out)}")

@@ -19,9 +19,10 @@ from typing import Any
 
 import yaml
 
-from lm2.train.config import Config, DataConfig, _build, apply_override
+from lm2.train.config import Config, DataConfig, apply_override
 from lm2.utils.io import read_yaml_mapping
 from lm2.utils.text import comma_list
+from lm2.utils.typed import from_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "reproduce"
 PARTS = ("table1", "table2", "fig3", "fig5", "fig6", "slots")
@@ -251,7 +252,7 @@ def fill(value: Any, paths: dict[str, str]) -> Any:
 
 def check_training_config(data: dict[str, Any]) -> Config:
     """A training config mapping as the trainer reads it (validated)."""
-    return _build(Config, copy.deepcopy(data), "").validate()
+    return from_mapping(Config, copy.deepcopy(data), "").validate()
 
 
 def scale_path(scale: str) -> Path:
@@ -272,8 +273,8 @@ def load_scale(scale: str | Path) -> ScaleConfig:
     arms = data.pop("arms", {}) or {}
     if not isinstance(arms, dict):
         raise ValueError(f"{path}: arms must be a mapping of name -> {{config, set, label}}")
-    cfg = _build(ScaleConfig, data, "")
-    cfg.arms = {name: _build(ArmConfig, spec or {}, f"arms.{name}") for name, spec in arms.items()}
+    cfg = from_mapping(ScaleConfig, data, "")
+    cfg.arms = {name: from_mapping(ArmConfig, spec or {}, f"arms.{name}") for name, spec in arms.items()}
     try:
         return cfg.validate()
     except ValueError as err:
