@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lm2 import LM2Config, LM2ForCausalLM
-from lm2.analysis.memory import analyze_prompt
+from lm2.analysis.read_attention import analyze_prompt
 from lm2.analysis.roles import CLASSES, SlotRoles, char_classes, token_classes
 from lm2.cli import main
 from tests.test_eval_fixtures import make_tokenizer

@@ -13,8 +13,9 @@ import pytest
 
 from lm2.cli import main
 from lm2.reproduce import study as study_module
-from lm2.reproduce.config import CONFIG_DIR, load_scale, study_paths
+from lm2.reproduce.scale import CONFIG_DIR, load_scale, study_paths
 from lm2.reproduce.study import reproduce
+from lm2.reproduce.units import Unit
 from tests.conftest import shared_path
 
 SCALES = ("smoke", "laptop", "gpu")
@@ -134,10 +135,10 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     ran = []
     original = study_module.Study.run_unit
 
-    def spy(self, unit, index, total, work):
+    def spy(self, unit, index, total):
         if self.done(unit) is None:
-            ran.append(unit)
-        return original(self, unit, index, total, work)
+            ran.append(unit.name)
+        return original(self, unit, index, total)
 
     monkeypatch.setattr(study_module.Study, "run_unit", spy)
     reproduce(out=out, scale="smoke")
@@ -172,12 +173,15 @@ def test_a_parallel_study_equals_the_sequential_one_and_names_a_failed_unit(
     assert a["table1"] == b["table1"]  # same units, same numbers: the workers run exactly the same code
     assert sorted(a["units"]) == sorted(b["units"])
     study = study_module.Study(load_scale("smoke"), par, CONFIG_DIR / "smoke.yaml")
-    assert study.needs("table1:vanilla+rag:s0") == ["tokenizer", "data:train", "data:valid", "data:test",
-                                                    "train:vanilla:s0"]  # fmt: skip
-    assert study.needs("data:test") == ["tokenizer"] and study.needs("tokenizer") == []
-    assert study.needs("text:data") == ["tokenizer"]  # the smoke scale tokenises its text with the study's
-    assert study.needs("ppl:lm2-text:s0") == ["tokenizer", "data:train", "data:valid", "data:test", "text:data",
-                                              "train:lm2-text:s0"]  # fmt: skip
+    def needs(name: str) -> list[str]:
+        return [u.name for u in study.needs(Unit.parse(name))]
+
+    assert needs("table1:vanilla+rag:s0") == ["tokenizer", "data:train", "data:valid", "data:test",
+                                              "train:vanilla:s0"]  # fmt: skip
+    assert needs("data:test") == ["tokenizer"] and needs("tokenizer") == []
+    assert needs("text:data") == ["tokenizer"]  # the smoke scale tokenises its text with the study's
+    assert needs("ppl:lm2-text:s0") == ["tokenizer", "data:train", "data:valid", "data:test", "text:data",
+                                        "train:lm2-text:s0"]  # fmt: skip
     # A unit that fails in a worker is named in one line (exit code 2); the finished units stay.
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -228,17 +232,21 @@ def test_a_fact_distance_longer_than_a_length_is_refused(tmp_path: Path) -> None
 def test_each_part_trains_only_the_arms_and_seeds_it_needs(tmp_path: Path) -> None:
     cfg = load_scale("laptop")
     study = study_module.Study(cfg, tmp_path, CONFIG_DIR / "laptop.yaml")
-    trained = [u for u, _ in study.plan(("fig6",)) if u.startswith("train:")]
+
+    def plan(*parts: str) -> list[str]:
+        return [u.name for u in study.plan(parts)]
+
+    trained = [u for u in plan("fig6") if u.startswith("train:")]
     assert trained == ["train:lm2:s0"]
-    trained = [u for u, _ in study.plan(("table1",)) if u.startswith("train:")]
+    trained = [u for u in plan("table1") if u.startswith("train:")]
     assert trained == [f"train:{a}:s{s}" for a in ("lm2", "vanilla", "rmt") for s in range(3)]
-    planned = [u for u, _ in study.plan(("fig5",))]
+    planned = plan("fig5")
     arms = ("lm2-text", "lm2-text-first1", "vanilla-text")  # in the order of the config's arms
     assert [u for u in planned if u.startswith("train:")] == [f"train:{a}:s{s}" for a in arms for s in range(3)]
     assert {"text:tokenizer", "text:data"} <= set(planned)  # text arms: their tokenizer and data first
-    assert not any(u.startswith("text:") for u, _ in study.plan(("table1",)))
+    assert not any(u.startswith("text:") for u in plan("table1"))
     cfg.arms["lm2-text-first1"].seeds = 1
-    trained = [u for u, _ in study.plan(("fig5",)) if u.startswith("train:")]
+    trained = [u for u in plan("fig5") if u.startswith("train:")]
     assert "train:lm2-text-first1:s0" in trained and "train:lm2-text-first1:s1" not in trained  # arms.seeds
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lm2.analysis.memory import MemoryAnalysis
+from lm2.analysis.read_attention import MemoryAnalysis
 from lm2.data.prompts import format_plain
 
 CLASSES = ("supporting fact", "other fact", "background", "question", "answer marker", "markup")

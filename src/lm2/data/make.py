@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from tqdm.auto import tqdm
 
@@ -27,7 +27,6 @@ from lm2.data.tokenizer import (
     train_tokenizer,
     train_word_tokenizer,
 )
-from lm2.utils.typed import from_mapping
 
 DEFAULT_LENGTHS = "0k,1k,2k,4k,8k,16k,32k,64k,128k"
 
@@ -72,10 +71,6 @@ class BabilongSpec:
     min_sentence_tokens: int = 10
     fact_placement: Literal["scattered", "first"] = "scattered"
     fact_distance: int = 0
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any], where: str = "") -> BabilongSpec:
-        return from_mapping(cls, data, where).validate()
 
     def validate(self) -> BabilongSpec:
         parse_tasks(self.tasks)
@@ -146,10 +141,6 @@ class TokenizerSpec:
     seed: int = 0
     kind: Literal["bpe", "word"] = "bpe"
     min_frequency: int | None = None
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any], where: str = "") -> TokenizerSpec:
-        return from_mapping(cls, data, where).validate()
 
     def validate(self) -> TokenizerSpec:
         parse_tasks(self.tasks)

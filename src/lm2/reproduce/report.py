@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 
 from lm2.plots import CAPABILITY_GROUPS, group_scores
+from lm2.reproduce.units import Unit
 from lm2.run_folder import RunFolder
 from lm2.utils.io import atomic_write_text
 
 RESULTS = "results.json"
+SCALE_COPY = "scale.yaml"  # the scale file a study ran, kept in its folder
 Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("img", path, caption)
 
 
@@ -52,12 +54,12 @@ def _units(out: Path) -> dict[str, dict[str, Any]]:
 
 
 def _seed_groups(units: dict[str, dict[str, Any]], kind: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """{arm (with +rag): [(unit id, record) per seed]} for units named kind:arm:sN."""
+    """{arm (with +rag): [(unit id, record) per seed]} for the units of ``kind`` of one arm and seed."""
     groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for unit, record in units.items():
-        parts = unit.split(":")
-        if parts[0] == kind and len(parts) == 3:
-            groups.setdefault(parts[1], []).append((unit, record))
+    for name, record in units.items():
+        unit = Unit.parse(name)
+        if unit.kind == kind:
+            groups.setdefault(unit.row, []).append((name, record))
     return groups
 
 
@@ -81,13 +83,13 @@ def fig5_curve(run: RunFolder, metric: str) -> dict[str, list[float]]:
 
 def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | None) -> dict[str, Any]:
     """Every number of the report, with the units (and so the runs) that made it."""
-    from lm2.reproduce.config import to_dict
+    from lm2.reproduce.scale import to_dict
 
     cfg, out = study.cfg, study.out
     units = _units(out)
     results: dict[str, Any] = {
         "scale": cfg.name,
-        "scale_file": str(study.scale_file),
+        "scale_file": SCALE_COPY,  # the scale file as run, copied into the study folder
         "scale_config": to_dict(cfg),
         "seeds": study.seeds,
         "parts": list(parts),
@@ -146,10 +148,10 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
             t2["mmlu"][cfg.label(arm) if arm in cfg.arms else arm] = entry
         results["table2"] = t2
     # Figure 5: the trainer logs of the fig5 arms
-    if "fig5" in parts or any(f"train:{a}:s0" in units for a in cfg.fig5.arms):
+    if "fig5" in parts or any(Unit("train", a, 0).name in units for a in cfg.fig5.arms):
         curves, final = {}, {}
         for arm in cfg.fig5.arms:
-            runs = [(f"train:{arm}:s{s}", study.run_dir(arm, s)) for s in range(study.arm_seeds(arm))]
+            runs = [(Unit("train", arm, s).name, study.run_dir(arm, s)) for s in range(study.arm_seeds(arm))]
             runs = [(u, d) for u, d in runs if u in units]
             if not runs:
                 continue
@@ -165,7 +167,7 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
                                "order": [cfg.label(a) for a in cfg.fig5.arms]}  # fmt: skip
     if "analysis" in units:
         a = units["analysis"]
-        analysis = json.loads((Path(a["output"]) / "analysis.json").read_text(encoding="utf-8"))
+        analysis = json.loads((out / a["output"] / "analysis.json").read_text(encoding="utf-8"))
         results["analysis"] = {"unit": "analysis", "folder": a["output"], "model": a["model"],
                                "prompts": a["prompts"], "blocks": a["blocks"],
                                "roles": analysis["roles"]}  # fmt: skip
@@ -215,9 +217,9 @@ def draw_figures(out: Path, results: dict[str, Any]) -> dict[str, Path]:
             title="Memory in the first 1, k or all blocks vs none",
         )  # fmt: skip
     if "analysis" in results:
-        from lm2.analysis.cli import draw_analysis
+        from lm2.analysis.run import draw_analysis
 
-        folder = Path(results["analysis"]["folder"])
+        folder = out / results["analysis"]["folder"]  # relative to the study folder
         for path in draw_analysis(folder):
             drawn[path.stem] = path
     return drawn
@@ -240,7 +242,7 @@ def replot_report(out: str | Path) -> None:
 
 def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> list[Block]:
     b: list[Block] = [("h", 1, f"LM2 reproduction study — scale {results['scale']}")]
-    b.append(("p", f"Scale config: `{results['scale_file']}`; seeds per arm: {results['seeds']}; parts: "
+    b.append(("p", f"Scale config: `{results['scale_file']}` (in this folder); seeds per arm: {results['seeds']}; parts: "
                    f"{', '.join(results['parts'])}; written {results['date']}. Wall time of the call that wrote "
                    f"this report: {results['wall_seconds_this_call']:.0f} s; all units together (including earlier "
                    f"calls): {results['unit_seconds_total']:.0f} s."))  # fmt: skip

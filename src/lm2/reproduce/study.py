@@ -19,14 +19,23 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from lm2.analysis.run import run_analysis
+from lm2.data.make import make_babilong, make_tokenizer
 from lm2.data.rows import select_rows
-from lm2.reproduce.config import (
+from lm2.data.shards import prepare_text
+from lm2.data.tokenizer import load_tokenizer
+from lm2.eval.babilong import Candidate, evaluate, make_retriever
+from lm2.eval.loading import load_model_and_tokenizer
+from lm2.eval.mmlu import evaluate_mmlu, read_split
+from lm2.eval.ppl import perplexity
+from lm2.reproduce.scale import (
     PARTS,
     ScaleConfig,
     check_training_config,
@@ -35,12 +44,13 @@ from lm2.reproduce.config import (
     scale_path,
     study_paths,
 )
+from lm2.reproduce.units import Unit
+from lm2.train.models import build_config, family_classes
+from lm2.train.trainer import Trainer
 from lm2.utils.io import atomic_write_text, expand_files
 from lm2.utils.text import comma_list
 
 DONE = "DONE.json"
-
-
 class Study:
     def __init__(self, scale: ScaleConfig, out: Path, scale_file: Path, seeds: int | None = None) -> None:
         self.cfg, self.out, self.scale_file = scale, Path(out), scale_file
@@ -54,16 +64,18 @@ class Study:
 
     # -- units ---------------------------------------------------------------------------------------
 
-    def unit_dir(self, unit: str) -> Path:
-        return self.out / "units" / unit.replace(":", "/")
+    def unit_dir(self, unit: Unit) -> Path:
+        return self.out / "units" / unit.name.replace(":", "/")
 
-    def done(self, unit: str) -> dict[str, Any] | None:
+    def rel(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the study folder: what records keep, so a copied or moved study still reads."""
+        return os.path.relpath(path, self.out)
+
+    def done(self, unit: Unit) -> dict[str, Any] | None:
         path = self.unit_dir(unit) / DONE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    def run_unit(
-        self, unit: str, index: int, total: int, work: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
+    def run_unit(self, unit: Unit, index: int, total: int) -> dict[str, Any]:
         record = self.done(unit)
         spec = json.loads(json.dumps(self.spec(unit)))  # as it reads back from DONE.json
         if record is not None:
@@ -72,120 +84,131 @@ class Study:
                     f"{self.unit_dir(unit)} was made with another configuration than {self.scale_file} gives "
                     "now; use a new --out, or delete that unit's folder to redo it"
                 )
-            self.kept.append(unit)
-            print(f"[{index}/{total}] {unit}: finished earlier, kept", flush=True)
+            self.kept.append(unit.name)
+            print(f"[{index}/{total}] {unit.name}: finished earlier, kept", flush=True)
             return record
-        print(f"[{index}/{total}] {unit}: running", flush=True)
+        print(f"[{index}/{total}] {unit.name}: running", flush=True)
         start = time.perf_counter()
-        record = work()
-        record["unit"] = unit
+        record = self.work(unit)
+        record["unit"] = unit.name
         record["spec"] = spec
         record["seconds"] = round(time.perf_counter() - start, 2)
         atomic_write_text(self.unit_dir(unit) / DONE, json.dumps(record, indent=1) + "\n")
-        self.ran.append(unit)
-        print(f"[{index}/{total}] {unit}: done in {record['seconds']:.1f} s", flush=True)
+        self.ran.append(unit.name)
+        print(f"[{index}/{total}] {unit.name}: done in {record['seconds']:.1f} s", flush=True)
         return record
 
-    def plan(self, parts: tuple[str, ...]) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
-        cfg, units = self.cfg, []
-        units.append(("tokenizer", self.make_tokenizer))
-        for split in cfg.data:
-            units.append((f"data:{split}", lambda s=split: self.make_data(s)))
-        if self.text_arms & set(cfg.arms_for(parts, self.seeds)):
-            if cfg.text.tokenizer:
-                units.append(("text:tokenizer", lambda: self.make_tokenizer("text_tokenizer")))
-            units.append(("text:data", self.make_text_data))
-        for arm, n in cfg.arms_for(parts, self.seeds).items():
-            for seed in range(n):
-                units.append((f"train:{arm}:s{seed}", lambda a=arm, s=seed: self.train(a, s)))
-        if "table1" in parts or "fig3" in parts:
-            for seed in range(self.seeds):
-                for arm in cfg.table1.models:
-                    if seed < self.arm_seeds(arm):
-                        units.append(
-                            (f"table1:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_babilong(a, s, None))
-                        )
-                for arm, spec in cfg.table1.rag.items():
-                    if seed < self.arm_seeds(arm):
-                        units.append(
-                            (
-                                f"table1:{arm}+rag:s{seed}",
-                                lambda a=arm, s=seed, r=spec: self.eval_babilong(a, s, r),
-                            )
-                        )
+    def plan(self, parts: tuple[str, ...]) -> list[Unit]:
+        """Every unit the parts need, each after the units it reads."""
+        cfg = self.cfg
+        arms = cfg.arms_for(parts, self.seeds)
+        units = [Unit("tokenizer"), *(Unit("data", split=split) for split in cfg.data)]
+        if self.text_arms & set(arms):
+            units += [Unit("text_tokenizer")] if cfg.text.tokenizer else []
+            units.append(Unit("text_data"))
+        units += [Unit("train", arm, seed) for arm, n in arms.items() for seed in range(n)]
+        for seed in range(self.seeds):
+            if "table1" in parts or "fig3" in parts:
+                units += [Unit("table1", arm, seed) for arm in cfg.table1.models if seed < self.arm_seeds(arm)]
+                units += [Unit("table1", arm, seed, rag=True) for arm in cfg.table1.rag if seed < self.arm_seeds(arm)]
         if "table2" in parts:
             for seed in range(self.seeds):
                 for arm in [a for a in cfg.table2.models if seed < self.arm_seeds(a)]:
-                    if cfg.table2.ppl_data:
-                        units.append((f"ppl:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_ppl(a, s)))
-                    if cfg.table2.mmlu_data:
-                        units.append((f"mmlu:{arm}:s{seed}", lambda a=arm, s=seed: self.eval_mmlu(a, s)))
+                    units += [Unit("ppl", arm, seed)] if cfg.table2.ppl_data else []
+                    units += [Unit("mmlu", arm, seed)] if cfg.table2.mmlu_data else []
         if "fig6" in parts or "slots" in parts:
-            units.append(("analysis", self.analyse))
+            units.append(Unit("analysis"))
         return units
 
-    def spec(self, unit: str) -> dict[str, Any]:
+    def trained(self, unit: Unit) -> tuple[str, int]:
+        """(arm, seed) of the trained model ``unit`` makes or reads."""
+        return (self.cfg.analysis.arm, 0) if unit.kind == "analysis" else (str(unit.arm), int(unit.seed or 0))
+
+    def spec(self, unit: Unit) -> dict[str, Any]:
         """What a unit's result depends on (placeholders unfilled): a finished unit is kept only if it matches."""
-        cfg, kind, *rest = self.cfg, *unit.split(":")
-        made = {"tokenizer": cfg.tokenizer, "data": cfg.data}
-        if kind == "tokenizer":
+        cfg = self.cfg
+        if unit.kind == "tokenizer":
             return {"tokenizer": cfg.tokenizer}
-        if kind == "data":
-            return {"tokenizer": cfg.tokenizer, "split": cfg.data[rest[0]]}
-        if kind == "text":  # the text tokenizer, or the text data (which the study's tokenizer may tokenise)
+        if unit.kind == "data":
+            return {"tokenizer": cfg.tokenizer, "split": cfg.data[unit.split]}
+        if unit.kind in ("text_tokenizer", "text_data"):  # the text data may be tokenised by the study's tokenizer
             return {"text": dataclasses.asdict(cfg.text), **({} if cfg.text.tokenizer else {"tokenizer": cfg.tokenizer})}
-        if kind == "analysis":
-            arm, seed = cfg.analysis.arm, 0
-            part: Any = dataclasses.asdict(cfg.analysis)
-        else:
-            arm, seed = rest[0].removesuffix("+rag"), int(rest[1][1:])
-            part = {"train": None, "table1": dataclasses.asdict(cfg.table1), "ppl": dataclasses.asdict(cfg.table2),
-                    "mmlu": dataclasses.asdict(cfg.table2)}[kind]  # fmt: skip
+        arm, seed = self.trained(unit)
+        made = {"tokenizer": cfg.tokenizer, "data": cfg.data}
         if arm in self.text_arms:
             made["text"] = dataclasses.asdict(cfg.text)
         raw = {k: "{" + k + "}" for k in self.paths}
         training = {**made, "training": cfg.training_config(arm, seed, raw), "device": cfg.device}
-        return training if part is None else {**training, kind: part}
+        part = {"train": None, "table1": cfg.table1, "ppl": cfg.table2, "mmlu": cfg.table2, "analysis": cfg.analysis}
+        section = part[unit.kind]
+        return training if section is None else {**training, unit.kind: dataclasses.asdict(section)}
+
+    def needs(self, unit: Unit) -> list[Unit]:
+        """The units whose output ``unit`` reads: it may start only once they are finished."""
+        own_tokenizer = Unit("text_tokenizer" if self.cfg.text.tokenizer else "tokenizer")
+        if unit.kind in ("tokenizer", "text_tokenizer"):
+            return []
+        if unit.kind == "data":
+            return [Unit("tokenizer")]
+        if unit.kind == "text_data":
+            return [own_tokenizer]
+        arm, seed = self.trained(unit)
+        built = [Unit("tokenizer"), *(Unit("data", split=split) for split in self.cfg.data)]
+        if arm in self.text_arms:
+            built += [u for u in (own_tokenizer, Unit("text_data")) if u not in built]
+        return built if unit.kind == "train" else [*built, Unit("train", arm, seed)]
 
     def arm_seeds(self, arm: str) -> int:
         cap = self.cfg.arms[arm].seeds
         return self.seeds if cap is None else min(cap, self.seeds)
 
+    def work(self, unit: Unit) -> dict[str, Any]:
+        """Compute ``unit``; the record of what it measured and how (paths relative to the study folder)."""
+        if unit.kind in ("tokenizer", "text_tokenizer"):
+            return self.make_tokenizer(unit.kind)
+        if unit.kind == "data":
+            return self.make_data(str(unit.split))
+        if unit.kind == "text_data":
+            return self.make_text_data()
+        if unit.kind == "analysis":
+            return self.analyze()
+        arm, seed = self.trained(unit)
+        if unit.kind == "train":
+            return self.train(arm, seed)
+        if unit.kind == "table1":
+            return self.eval_babilong(unit, self.cfg.table1.rag[arm] if unit.rag else None)
+        return self.eval_ppl(unit) if unit.kind == "ppl" else self.eval_mmlu(unit)
+
     # -- the work of each kind of unit -----------------------------------------------------------------
 
-    def make_tokenizer(self, key: str = "tokenizer") -> dict[str, Any]:
-        """The study's tokenizer (``key`` "tokenizer"), or the text arms' own ("text_tokenizer")."""
-        from lm2.data.cli import tokenizer_command
-
+    def make_tokenizer(self, kind: str = "tokenizer") -> dict[str, Any]:
+        """The study's tokenizer (``kind`` "tokenizer"), or the text arms' own ("text_tokenizer")."""
+        key = "tokenizer" if kind == "tokenizer" else "text_tokenizer"
         out = Path(self.paths[key])
         shutil.rmtree(out, ignore_errors=True)  # a tokenizer killed half-way is rebuilt from scratch
-        kwargs = fill(self.cfg.tokenizer if key == "tokenizer" else self.cfg.text.tokenizer, self.paths)
-        tokenizer_command(out=out, **kwargs)
-        return {"command": _command("lm2 data tokenizer", {"out": out, **kwargs}), "output": str(out)}
+        make_tokenizer(self.cfg.tokenizer_spec(key, self.paths), out)
+        given = fill(self.cfg.tokenizer if key == "tokenizer" else self.cfg.text.tokenizer, self.paths)
+        return {"command": self._command("lm2 data tokenizer", {"out": out, **given}), "output": self.rel(out)}
 
     def make_data(self, split: str) -> dict[str, Any]:
-        from lm2.data.cli import babilong_command
-
         out = Path(self.paths["data"]) / split
         shutil.rmtree(out, ignore_errors=True)
-        kwargs = fill(self.cfg.data[split], self.paths)
-        babilong_command(tokenizer=Path(self.paths["tokenizer"]), out=out, **kwargs)
-        args = {"tokenizer": self.paths["tokenizer"], "out": out, **kwargs}
-        return {"command": _command("lm2 data babilong", args), "output": str(out)}
+        make_babilong(self.cfg.data_spec(split, self.paths), Path(self.paths["tokenizer"]), out)
+        args = {"tokenizer": Path(self.paths["tokenizer"]), "out": out, **fill(self.cfg.data[split], self.paths)}
+        return {"command": self._command("lm2 data babilong", args), "output": self.rel(out)}
 
     def make_text_data(self) -> dict[str, Any]:
-        from lm2.data.shards import prepare
-
         commands, outputs = [], []
+        tokenizer = load_tokenizer(self.paths["text_tokenizer"])
         for files, key in ((self.cfg.text.inputs, "text_data"), (self.cfg.text.valid, "text_valid")):
             if files:
                 out = Path(self.paths[key])
                 shutil.rmtree(out, ignore_errors=True)
                 inputs = fill(files, self.paths)
-                prepare(inputs, Path(self.paths["text_tokenizer"]), out)
-                args = {"inputs": inputs, "tokenizer": self.paths["text_tokenizer"], "out": out}
-                commands.append(_command("lm2 prepare", args))
-                outputs.append(str(out))
+                prepare_text(comma_list(inputs), tokenizer, out)
+                args = {"inputs": inputs, "tokenizer": Path(self.paths["text_tokenizer"]), "out": out}
+                commands.append(self._command("lm2 prepare", args))
+                outputs.append(self.rel(out))
         return {"command": " && ".join(commands), "output": ", ".join(outputs)}
 
     def run_dir(self, arm: str, seed: int) -> Path:
@@ -199,8 +222,6 @@ class Study:
         return self.out / "configs" / f"{arm}-s{seed}.yaml"
 
     def train(self, arm: str, seed: int) -> dict[str, Any]:
-        from lm2.train.trainer import Trainer
-
         data = self.cfg.training_config(arm, seed, self.paths)
         if self.cfg.device != "auto":
             data.setdefault("train", {})["device"] = self.cfg.device
@@ -211,45 +232,42 @@ class Study:
         trainer = Trainer(check_training_config(data), run, resume=True)
         metrics = trainer.run()
         return {
-            "command": f"lm2 train --config {config_file} --out {run} --resume",
-            "config": str(config_file),
-            "output": str(run),
+            "command": f"lm2 train --config {self.rel(config_file)} --out {self.rel(run)} --resume",
+            "config": self.rel(config_file),
+            "output": self.rel(run),
             "steps": trainer.step,
-            "resumed_from": str(trainer.resumed_from) if trainer.resumed_from else None,
+            "resumed_from": self.rel(trainer.resumed_from) if trainer.resumed_from else None,
             "final": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         }
 
-    def eval_babilong(self, arm: str, seed: int, rag: str | None) -> dict[str, Any]:
-        from lm2.eval.babilong import Candidate, evaluate, make_retriever
-        from lm2.eval.loading import load_model_and_tokenizer
-
+    def eval_babilong(self, unit: Unit, rag: str | None) -> dict[str, Any]:
         t = self.cfg.table1
+        arm, seed = self.trained(unit)
         data = ",".join(str(Path(self.paths["data"]) / s) for s in comma_list(t.split))
         groups = select_rows(data, t.tasks, t.lengths, t.samples)
         model = self.model_dir(arm, seed)
         name = self.cfg.label(arm) + ("+RAG" if rag else "")
-        out = self.unit_dir(f"table1:{arm}{'+rag' if rag else ''}:s{seed}")
+        out = self.unit_dir(unit)
         candidate = Candidate(name, lambda: load_model_and_tokenizer(model, self.cfg.device))
         retriever = make_retriever(rag) if rag else None
         results = evaluate(
             [candidate], groups, out, batch_size=t.batch_size, retriever=retriever, metric=t.metric
         )
-        args = {"model": model, "data": data, "out": out, "tasks": t.tasks, "lengths": t.lengths,
-                "samples": t.samples, "rag": rag, "batch_size": t.batch_size, "metric": t.metric}  # fmt: skip
+        args = {"model": model, "data": ",".join(self.rel(d) for d in comma_list(data)), "out": out, "tasks": t.tasks,
+                "lengths": t.lengths, "samples": t.samples, "rag": rag, "batch_size": t.batch_size,
+                "metric": t.metric}  # fmt: skip
         return {
-            "command": _command("lm2 eval babilong", args),
-            "config": str(self.config_file(arm, seed)),
-            "output": str(out),
+            "command": self._command("lm2 eval babilong", args),
+            "config": self.rel(self.config_file(arm, seed)),
+            "output": self.rel(out),
             "model": name,
             "accuracy": _no_nan({n: results["accuracy"][n][name] for n in results["lengths"]}),
             "count": {n: results["count"][n][name] for n in results["lengths"]},
         }
 
-    def eval_ppl(self, arm: str, seed: int) -> dict[str, Any]:
-        from lm2.eval.loading import load_model_and_tokenizer
-        from lm2.eval.ppl import perplexity
-
+    def eval_ppl(self, unit: Unit) -> dict[str, Any]:
         t = self.cfg.table2
+        arm, seed = self.trained(unit)
         files = expand_files(comma_list(t.ppl_data), "*.txt")
         model = self.model_dir(arm, seed)
         lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
@@ -257,9 +275,9 @@ class Study:
         args = {"model": model, "data": t.ppl_data, "segment_length": t.ppl_segment_length,
                 "max_tokens": t.ppl_max_tokens}  # fmt: skip
         return {
-            "command": _command("lm2 eval ppl", args),
-            "config": str(self.config_file(arm, seed)),
-            "output": str(self.unit_dir(f"ppl:{arm}:s{seed}") / DONE),
+            "command": self._command("lm2 eval ppl", args),
+            "config": self.rel(self.config_file(arm, seed)),
+            "output": self.rel(self.unit_dir(unit) / DONE),
             "ppl": result["ppl"],
             "nll": result["nll"],
             "tokens": result["tokens"],
@@ -268,11 +286,9 @@ class Study:
             "files": result["files"],
         }
 
-    def eval_mmlu(self, arm: str, seed: int) -> dict[str, Any]:
-        from lm2.eval.loading import load_model_and_tokenizer
-        from lm2.eval.mmlu import evaluate_mmlu, read_split
-
+    def eval_mmlu(self, unit: Unit) -> dict[str, Any]:
         t = self.cfg.table2
+        arm, seed = self.trained(unit)
         questions = read_split(t.mmlu_data, t.mmlu_split)
         if t.mmlu_subjects:
             wanted = comma_list(t.mmlu_subjects)
@@ -287,82 +303,63 @@ class Study:
         args = {"model": model, "data": t.mmlu_data, "split": t.mmlu_split, "shots": t.mmlu_shots,
                 "subjects": t.mmlu_subjects}  # fmt: skip
         return {
-            "command": _command("lm2 eval mmlu", args),
-            "config": str(self.config_file(arm, seed)),
-            "output": str(self.unit_dir(f"mmlu:{arm}:s{seed}") / DONE),
+            "command": self._command("lm2 eval mmlu", args),
+            "config": self.rel(self.config_file(arm, seed)),
+            "output": self.rel(self.unit_dir(unit) / DONE),
             "categories": result["categories"],
             "difficulty": result["difficulty"],
             "average": result["average"],
         }
 
-    def analyse(self) -> dict[str, Any]:
-        from lm2.analysis.cli import run_analysis
-        from lm2.eval.loading import load_model_and_tokenizer
-
+    def analyze(self) -> dict[str, Any]:
         a = self.cfg.analysis
         data = ",".join(str(Path(self.paths["data"]) / s) for s in comma_list(a.split))
         groups = select_rows(data, a.tasks, a.lengths, a.samples)
         rows = [r for g in groups.values() for r in g]
         model = self.model_dir(a.arm, 0)
         lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
-        out = self.unit_dir("analysis")
+        out = self.unit_dir(Unit("analysis"))
         result = run_analysis(lm, tokenizer, out, rows=rows)
-        args = {"model": model, "sample": data, "out": out, "tasks": a.tasks, "lengths": a.lengths,
-                "samples": a.samples}  # fmt: skip
+        args = {"model": model, "sample": ",".join(self.rel(d) for d in comma_list(data)), "out": out,
+                "tasks": a.tasks, "lengths": a.lengths, "samples": a.samples}  # fmt: skip
         return {
-            "command": _command("lm2 analyze memory", args),
-            "config": str(self.config_file(a.arm, 0)),
-            "output": str(out),
+            "command": self._command("lm2 analyze memory", args),
+            "config": self.rel(self.config_file(a.arm, 0)),
+            "output": self.rel(out),
             "model": self.cfg.label(a.arm),
             "prompts": len(rows),
             "blocks": result["prompts"][0]["summary"]["blocks"],
         }
 
-    # -- the whole study -------------------------------------------------------------------------------
+    def _command(self, prefix: str, args: dict[str, Any]) -> str:
+        """The command line equivalent to a call, run from the study folder: paths inside it are relative."""
+        inside = {k: self.rel(v) if isinstance(v, Path) else v for k, v in args.items()}
+        return _command(prefix, inside)
 
-    def needs(self, unit: str) -> list[str]:
-        """The units whose output ``unit`` reads: it may start only once they are finished."""
-        kind, *rest = unit.split(":")
-        own_tokenizer = "text:tokenizer" if self.cfg.text.tokenizer else "tokenizer"
-        if unit in ("tokenizer", "text:tokenizer"):
-            return []
-        if kind == "data":
-            return ["tokenizer"]
-        if unit == "text:data":
-            return [own_tokenizer]
-        arm, seed = (self.cfg.analysis.arm, "s0") if kind == "analysis" else (rest[0].removesuffix("+rag"), rest[1])
-        built = ["tokenizer", *(f"data:{split}" for split in self.cfg.data)]
-        if arm in self.text_arms:
-            built += [u for u in (own_tokenizer, "text:data") if u not in built]
-        return built if kind == "train" else [*built, f"train:{arm}:{seed}"]
+    # -- the whole study -------------------------------------------------------------------------------
 
     def run(self, parts: tuple[str, ...], jobs: int = 1) -> None:
         units = self.plan(parts)
         if jobs == 1:
-            for i, (unit, work) in enumerate(units, 1):
-                self.run_unit(unit, i, len(units), work)
+            for i, unit in enumerate(units, 1):
+                self.run_unit(unit, i, len(units))
             return
         self._run_parallel(parts, units, jobs)
 
-    def _run_parallel(
-        self, parts: tuple[str, ...], units: list[tuple[str, Callable[[], dict[str, Any]]]], jobs: int
-    ) -> None:
+    def _run_parallel(self, parts: tuple[str, ...], units: list[Unit], jobs: int) -> None:
         """Up to ``jobs`` units at once in worker processes, every unit after the units it needs.
 
         Each worker (spawned, so no torch thread pool is forked) rebuilds the study from the scale file once
         and runs the units it is given exactly as the sequential run does, DONE.json included. Workers get
         cpu_count / jobs torch threads each unless OMP_NUM_THREADS says otherwise.
         """
-        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-
         threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // jobs)
-        index = {unit: i for i, (unit, _) in enumerate(units, 1)}
-        works = dict(units)
-        waiting = [unit for unit, _ in units]
-        finished: set[str] = set()
-        running: dict[Future[None], str] = {}
+        index = {unit: i for i, unit in enumerate(units, 1)}
+        waiting = list(units)
+        finished: set[Unit] = set()
+        running: dict[Future[None], Unit] = {}
         failed: list[str] = []
-        init = (os.getpid(), str(self.scale_file), str(self.out), self.seeds, parts, len(units), threads)
+        init = (os.getpid(), str(self.scale_file), str(self.out), self.seeds, len(units), threads)
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=init)
         # A SIGTERM to the study ends it through Python (not the default abrupt exit), so the workers are
@@ -376,13 +373,13 @@ class Study:
                         break
                     waiting.remove(unit)
                     if self.done(unit) is not None:  # kept, once its spec is checked here
-                        self.run_unit(unit, index[unit], len(units), works[unit])
+                        self.run_unit(unit, index[unit], len(units))
                         finished.add(unit)
                         continue
                     running[pool.submit(_run_in_worker, unit, index[unit])] = unit
                 if not running:
                     if waiting and not failed and not ready:
-                        raise RuntimeError(f"study units wait on each other: {', '.join(waiting)}")
+                        raise RuntimeError(f"study units wait on each other: {', '.join(u.name for u in waiting)}")
                     continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -390,11 +387,11 @@ class Study:
                     error = future.exception()
                     if error is None:
                         finished.add(unit)
-                        self.ran.append(unit)
+                        self.ran.append(unit.name)
                     elif isinstance(error, (ValueError, FileNotFoundError)):
-                        failed.append(f"{unit}: {error}")
+                        failed.append(f"{unit.name}: {error}")
                     else:
-                        raise RuntimeError(f"study unit {unit} failed") from error
+                        raise RuntimeError(f"study unit {unit.name} failed") from error
         except BaseException:
             _stop_workers(pool)
             raise
@@ -409,10 +406,6 @@ class Study:
 
     def dry_run(self, parts: tuple[str, ...]) -> list[dict[str, Any]]:
         """Build every arm's config and model (on the meta device: no memory, no weights); train nothing."""
-        import torch
-
-        from lm2.train.models import build_config, family_classes
-
         vocab = int(self.cfg.tokenizer.get("vocab_size", 8192))
         rows = []
         for arm, n in self.cfg.arms_for(parts, self.seeds).items():
@@ -428,7 +421,7 @@ class Study:
                 rows.append({"arm": arm, "seed": seed, "family": cfg.model.family, "parameters": params,
                              "memory_parameters": memory, "steps": cfg.total_steps,
                              "batch_size": cfg.train.batch_size})  # fmt: skip
-        units = [u for u, _ in self.plan(parts)]
+        units = self.plan(parts)
         print(
             f"dry run of scale {self.cfg.name}: {len(units)} units, {len(rows)} training runs "
             f"(parameters for a vocabulary of {vocab}: tokenizer.vocab_size, or 8192 when it is not set)"
@@ -441,19 +434,14 @@ class Study:
         return rows
 
 
-_WORKER: dict[str, Any] = {}  # a parallel study's worker process: its Study, parts and unit count
+_WORKER: dict[str, Any] = {}  # a parallel study's worker process: its Study and the unit count
 
 
-def _start_worker(
-    parent: int, scale_file: str, out: str, seeds: int, parts: tuple[str, ...], total: int, threads: int | None
-) -> None:
+def _start_worker(parent: int, scale_file: str, out: str, seeds: int, total: int, threads: int | None) -> None:
     _die_with_parent(parent)
     if threads is not None:
-        import torch
-
         torch.set_num_threads(threads)
-    study = Study(load_scale(Path(scale_file)), Path(out), Path(scale_file), seeds)
-    _WORKER.update(study=study, works=dict(study.plan(parts)), total=total)
+    _WORKER.update(study=Study(load_scale(Path(scale_file)), Path(out), Path(scale_file), seeds), total=total)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -482,9 +470,9 @@ def _stop_workers(pool: Any) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_in_worker(unit: str, index: int) -> None:
+def _run_in_worker(unit: Unit, index: int) -> None:
     """One unit of a parallel study (``Study._run_parallel``), in a worker process."""
-    _WORKER["study"].run_unit(unit, index, _WORKER["total"], _WORKER["works"][unit])
+    _WORKER["study"].run_unit(unit, index, _WORKER["total"])
 
 
 def _no_nan(value: Any) -> Any:
@@ -538,7 +526,7 @@ def reproduce(
         jobs: units run at once, each in its own process (training runs of different arms and seeds, and
             their evaluations, are independent); 2 on 2 cores nearly halves a laptop study.
     """
-    from lm2.reproduce.report import assemble, replot_report
+    from lm2.reproduce.report import SCALE_COPY, assemble, replot_report
 
     if seeds is not None and seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
@@ -559,6 +547,7 @@ def reproduce(
         study.dry_run(parts)
         return
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SCALE_COPY, path.read_text(encoding="utf-8"))
     start = time.perf_counter()
     study.run(parts, jobs)
     command = "lm2 reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from lm2.data.make import BabilongSpec, TokenizerSpec
 from lm2.train.config import Config, DataConfig, apply_override
 from lm2.utils.io import read_yaml_mapping
 from lm2.utils.text import comma_list
@@ -97,8 +97,8 @@ class ScaleConfig:
     description: str = ""
     seeds: int = 1
     device: str = "auto"
-    tokenizer: dict[str, Any] = field(default_factory=dict)  # kwargs of `lm2 data tokenizer`
-    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> kwargs of `lm2 data babilong`
+    tokenizer: dict[str, Any] = field(default_factory=dict)  # a TokenizerSpec (`lm2 data tokenizer`'s options)
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> a BabilongSpec (`lm2 data babilong`)
     base: dict[str, Any] = field(default_factory=dict)  # a training config mapping
     arms: dict[str, ArmConfig] = field(default_factory=dict)
     table1: Table1Config = field(default_factory=Table1Config)
@@ -146,18 +146,16 @@ class ScaleConfig:
         return fill(data, paths)
 
     def validate(self) -> ScaleConfig:
-        from lm2.data.cli import babilong_command, tokenizer_command
-
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         if not self.arms:
             raise ValueError("arms is empty: name at least one model to train")
-        _binds(tokenizer_command, self.tokenizer, "tokenizer", out="x")
+        # the builders' own schemas: unknown keys, wrong types and bad values are refused before any unit runs
+        self.tokenizer_spec("tokenizer")
         if self.text.tokenizer:
-            _binds(tokenizer_command, self.text.tokenizer, "text.tokenizer", out="x")
-        for split, kwargs in self.data.items():
-            _binds(babilong_command, kwargs, f"data.{split}", tokenizer="x", out="x")
-            _check_distance(split, kwargs)
+            self.tokenizer_spec("text_tokenizer")
+        for split in self.data:
+            self.data_spec(split)
         refs = [("table1.models", a) for a in self.table1.models] + [
             ("table1.rag", a) for a in self.table1.rag
         ]
@@ -191,6 +189,24 @@ class ScaleConfig:
                 raise ValueError(f"arm {arm} trains on running text (data.kind text): give text.inputs")
         return self
 
+    def tokenizer_spec(self, key: str = "tokenizer", paths: dict[str, str] | None = None) -> TokenizerSpec:
+        """The study's tokenizer (``key`` "tokenizer") or the text arms' own ("text_tokenizer"), placeholders
+        filled from ``paths`` when given."""
+        raw, where = (self.tokenizer, "tokenizer") if key == "tokenizer" else (self.text.tokenizer, "text.tokenizer")
+        spec = from_mapping(TokenizerSpec, fill(raw, paths or {}), where)  # an unknown key is named in full
+        try:
+            return spec.validate()
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+
+    def data_spec(self, split: str, paths: dict[str, str] | None = None) -> BabilongSpec:
+        """The BABILong set of data split ``split``, placeholders filled from ``paths`` when given."""
+        spec = from_mapping(BabilongSpec, fill(self.data[split], paths or {}), f"data.{split}")
+        try:
+            return spec.validate()
+        except ValueError as err:
+            raise ValueError(f"data.{split}: {err}") from None
+
     def data_kind(self, arm: str) -> str:
         """What ``arm`` trains on: its training config's ``data.kind`` (only "text" is running text)."""
         data = self.training_config(arm, 0, study_paths("WORK", self)).get("data") or {}
@@ -212,29 +228,6 @@ def study_paths(work: str, cfg: ScaleConfig) -> dict[str, str]:
         "text_valid": f"{work}/text/valid",
         "text_tokenizer": f"{work}/text/tokenizer" if cfg.text.tokenizer else tokenizer,
     }
-
-
-def _check_distance(split: str, kwargs: dict[str, Any]) -> None:
-    """Facts kept ``fact_distance`` tokens before the question need inputs longer than that distance."""
-    from lm2.data.lengths import parse_lengths
-
-    distance = kwargs.get("fact_distance") or 0
-    if not distance:
-        return
-    short = [x for x in parse_lengths(str(kwargs.get("lengths", "0k"))) if x <= distance]
-    if short:
-        raise ValueError(
-            f"data.{split}: fact_distance {distance} leaves no room at length {short[0]} tokens; "
-            "every length of the split must exceed the distance (put 0k in a split of its own)"
-        )
-
-
-def _binds(func: Any, kwargs: dict[str, Any], where: str, **fixed: Any) -> None:
-    try:
-        inspect.signature(func).bind(**fixed, **kwargs)
-    except TypeError as err:
-        names = [p for p in inspect.signature(func).parameters if p not in fixed]
-        raise ValueError(f"{where}: {err}; valid keys: {', '.join(names)}") from None
 
 
 def fill(value: Any, paths: dict[str, str]) -> Any:
