@@ -76,9 +76,15 @@ class BabilongSpec:
         parse_tasks(self.tasks)
         check_placement(self.fact_placement, self.fact_distance)
         for length in parse_lengths(self.lengths):
-            input_budget(length, self.prompt_reserve)
+            input_budget(length, self.prompt_reserve)  # refuses a length the prompt reserve leaves no room in
         check_count("samples", self.samples, 1_000_000)
-        short = [x for x in parse_lengths(self.lengths) if x <= self.fact_distance] if self.fact_distance else []
+        lengths = parse_lengths(self.lengths)
+        if self.fact_distance and 0 in lengths:
+            raise ValueError(
+                f"length 0k holds no background to keep facts {self.fact_distance} tokens before the question; "
+                "build 0k without --fact-distance"
+            )
+        short = [x for x in lengths if x <= self.fact_distance] if self.fact_distance else []
         if short:
             raise ValueError(
                 f"fact_distance {self.fact_distance} leaves no room at length {short[0]} tokens; every "
