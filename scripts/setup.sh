@@ -24,9 +24,11 @@ case "$DEPS" in
     }
     ;;
   newest)
-    # torch first and pinned: the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
-    "${pip[@]}" "torch==2.13.0"
-    "${pip[@]}" --upgrade --upgrade-strategy eager -e ".[$EXTRAS]"
+    # torch held at the CPU wheel (a constraint, as pyproject's range would take a newer, multi-GB CUDA
+    # build here); every other package at the newest its range allows.
+    echo "torch==2.13.0" > "$VENV/torch-constraint.txt"
+    "${pip[@]}" -c "$VENV/torch-constraint.txt" "torch==2.13.0"
+    "${pip[@]}" -c "$VENV/torch-constraint.txt" --upgrade --upgrade-strategy eager -e ".[$EXTRAS]"
     ;;
   oldest)
     constraints="$VENV/oldest-constraints.txt"

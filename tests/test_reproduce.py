@@ -13,9 +13,10 @@ import pytest
 
 from lm2.cli import main
 from lm2.reproduce import study as study_module
-from lm2.reproduce.scale import CONFIG_DIR, load_scale, study_paths
+from lm2.reproduce.scale import load_scale, study_paths
 from lm2.reproduce.study import reproduce
 from lm2.reproduce.units import Unit
+from lm2.shipped import SCALES as CONFIG_DIR
 from tests.conftest import shared_path
 
 SCALES = ("smoke", "laptop", "gpu")
@@ -81,9 +82,7 @@ def _done_times(out: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, capsys) -> None:
     pytest.importorskip("matplotlib")
-    shared_path("background", "tinyshakespeare.txt")
-    shared_path("mmlu", "dev")
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the smoke config names ../shared/data
+    monkeypatch.chdir(tmp_path)  # the smoke scale reads no file: it runs anywhere
     out = tmp_path / "study"
     start = time.perf_counter()
     reproduce(out=out, scale="smoke")
@@ -95,8 +94,7 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     assert results["table2"]["ppl"]["LM2"]["unknown_share"] == 0.0  # the smoke scale's BPE covers any text
     assert results["table2"]["ppl"]["LM2"]["trained_on"] == "babilong"
     assert results["table2"]["ppl"]["LM2, text"]["trained_on"] == "text"  # on the prepared book (text.inputs)
-    assert results["units"]["text:data"]["command"].startswith("lm2 prepare --inputs ../shared/data/background/")
-    assert results["table2"]["mmlu"]["LM2"]["average"]["questions"] == 10
+    assert results["units"]["text:data"]["command"].startswith("lm2 prepare --inputs synthetic:1")
     assert set(results["fig5"]["curves"]) == {"vanilla", "LM2 memory in block 0", "LM2"}
     assert all(
         c["tokens"] == sorted(c["tokens"]) and c["tokens"][0] > 0 for c in results["fig5"]["curves"].values()
@@ -113,7 +111,7 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     report = (out / "report.md").read_text()
     for fig in figures:
         assert f"]({fig})" in report
-    assert "| unknown tokens (%) |" in report and "Only the arms trained on running text (LM2, text: data.kind text" in report and "Chance is 25%" in report and "table1:vanilla+rag:s0" in report
+    assert "| unknown tokens (%) |" in report and "Only the arms trained on running text (LM2, text: data.kind text" in report and "table1:vanilla+rag:s0" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(list((out / "figures").glob("*.png"))) + 4
 
@@ -129,7 +127,7 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
 
     # A unit killed before its marker was written is redone; the finished ones around it are kept.
     monkeypatch.undo()
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(tmp_path)
     (out / "units/table1/rmt/s0/DONE.json").unlink()
     (out / "units/train/vanilla/s0/DONE.json").unlink()
     ran = []
@@ -161,6 +159,32 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
 
 
 @pytest.mark.slow
+def test_a_study_reads_books_and_mmlu_from_files(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    shared_path("background", "tinyshakespeare.txt")
+    shared_path("mmlu", "dev")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the scale below names ../shared/data
+    books = (CONFIG_DIR / "smoke.yaml").read_text().replace(
+        'text: {inputs: "synthetic:1", valid: "synthetic:2"}',
+        "text: {inputs: ../shared/data/background/pg3261-news-from-nowhere.txt,"
+        " valid: ../shared/data/background/tinyshakespeare.txt}",
+    ).replace(
+        'ppl_data: "synthetic:3"',
+        "ppl_data: ../shared/data/background/tinyshakespeare.txt\n  mmlu_data: ../shared/data/mmlu/dev\n"
+        "  mmlu_subjects: abstract_algebra,anatomy",
+    )
+    scale = tmp_path / "books.yaml"
+    scale.write_text(books)
+    out = tmp_path / "study"
+    reproduce(out=out, scale=str(scale), only="table2")
+    results = json.loads((out / "results.json").read_text())
+    assert results["units"]["text:data"]["command"].startswith("lm2 prepare --inputs ../shared/data/background/")
+    assert results["table2"]["ppl"]["LM2"]["unknown_share"] == 0.0  # the smoke scale's BPE covers any text
+    assert results["table2"]["mmlu"]["LM2"]["average"]["questions"] == 10
+    assert "Chance is 25%" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_a_parallel_study_equals_the_sequential_one_and_names_a_failed_unit(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -186,7 +210,7 @@ def test_a_parallel_study_equals_the_sequential_one_and_names_a_failed_unit(
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         (CONFIG_DIR / "smoke.yaml").read_text().replace(
-            "ppl_data: ../shared/data/background/tinyshakespeare.txt", f"ppl_data: {tmp_path}/no-book.txt"
+            'ppl_data: "synthetic:3"', f"ppl_data: {tmp_path}/no-book.txt"
         )
     )
     capsys.readouterr()

@@ -16,14 +16,10 @@ import numpy as np
 import torch
 
 from lm2.data.batch import Batch
+from lm2.data.texts import read_text_source, text_sources
 from lm2.data.tokenizer import load_tokenizer
-from lm2.utils.io import atomic_write, atomic_write_text, expand_files
+from lm2.utils.io import atomic_write, atomic_write_text
 from lm2.utils.text import comma_list
-
-
-def _read_text(path: Path) -> str:
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return text.replace("\r\n", "\n")
 
 
 def prepare_text(
@@ -41,7 +37,7 @@ def prepare_text(
     out = Path(out)
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
-    files = expand_files(inputs, "*.txt")
+    files = text_sources(inputs)
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token: documents could not be separated")
@@ -62,7 +58,7 @@ def prepare_text(
         buffer, buffered = ([data] if len(data) else []), len(data)
 
     for path in files:
-        text = _read_text(path)
+        text = read_text_source(path)
         if not text.strip():
             raise ValueError(f"{path}: the text file is empty")
         for start in range(0, len(text), chunk_chars):
@@ -153,7 +149,8 @@ def prepare(inputs: str, tokenizer: Path, out: Path, shard_tokens: int = 50_000_
     """Tokenise text files once into memory-mapped shards for language-model pretraining (data.kind: text).
 
     Args:
-        inputs: comma-separated text files, folders (searched for *.txt) or globs.
+        inputs: comma-separated text files, folders (searched for *.txt) or globs; synthetic or
+            synthetic:SEED for the labelled synthetic haystack.
         tokenizer: a tokenizer folder.
         out: the output folder (shard-NNNNN.bin + meta.json).
         shard_tokens: tokens per shard file.

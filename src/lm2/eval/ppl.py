@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lm2.data.texts import read_text_source, text_sources
 from lm2.eval.loading import load_model_and_tokenizer, model_name
 from lm2.models.outputs import CACHE_FIELD, output_cache
-from lm2.utils.io import atomic_write_text, check_out_folder, expand_files
+from lm2.utils.io import atomic_write_text, check_out_folder
 from lm2.utils.text import comma_list
 
 
@@ -106,7 +108,7 @@ def _tokenize(tokenizer: Any, text: str, budget: int | None) -> list[int]:
 def perplexity(
     model: Any,
     tokenizer: Any,
-    files: list[Path],
+    files: Sequence[str | os.PathLike],
     segment_length: int = 512,
     max_tokens: int | None = None,
     window: int | None = None,
@@ -126,10 +128,7 @@ def perplexity(
     for path in files:
         if budget is not None and budget <= 1:
             break
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"text file not found: {path}") from err
+        text = read_text_source(path)
         ids = _tokenize(tokenizer, text, budget)
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id] + ids
@@ -138,7 +137,7 @@ def perplexity(
             budget -= len(ids)
         if len(ids) < 2:
             raise ValueError(f"{path}: fewer than 2 tokens, nothing to score")
-        with tqdm(total=len(ids), desc=f"ppl {path.name}", unit="tok", disable=not progress) as bar:
+        with tqdm(total=len(ids), desc=f"ppl {Path(path).name}", unit="tok", disable=not progress) as bar:
             nll, n, mode = sequence_nll(model, torch.tensor(ids), segment_length, window, bar)
         n_unk = sum(1 for i in ids[1:] if i == unk) if unk is not None else 0
         per_file.append({"file": str(path), "tokens": n, "nll": nll / n, "ppl": math.exp(nll / n),
@@ -176,7 +175,8 @@ def eval_ppl(
 
     Args:
         model: checkpoint folder, or a run folder of `lm2 train --out` (its newest checkpoint).
-        data: text file(s) or folder(s) of .txt files, comma-separated.
+        data: text file(s) or folder(s) of .txt files, comma-separated; synthetic or synthetic:SEED for the
+            labelled synthetic haystack.
         segment_length: tokens fed per forward pass.
         max_tokens: stop after this many tokens in all (default: everything).
         window: for a model without a cache: tokens of context per prediction (default 2 x segment length).
@@ -184,7 +184,7 @@ def eval_ppl(
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
-    files = expand_files(comma_list(data), "*.txt")
+    files = text_sources(comma_list(data))
     if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
     if out:

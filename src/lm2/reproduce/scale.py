@@ -19,12 +19,12 @@ from typing import Any
 import yaml
 
 from lm2.data.make import BabilongSpec, TokenizerSpec
+from lm2.shipped import SCALES
 from lm2.train.config import Config, DataConfig, apply_override
 from lm2.utils.io import read_yaml_mapping
 from lm2.utils.text import comma_list
 from lm2.utils.typed import from_mapping
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "reproduce"
 PARTS = ("table1", "table2", "fig3", "fig5", "fig6", "slots")
 
 
@@ -253,9 +253,9 @@ def scale_path(scale: str) -> Path:
     path = Path(scale)
     if path.suffix in (".yaml", ".yml"):
         return path
-    path = CONFIG_DIR / f"{scale}.yaml"
+    path = SCALES / f"{scale}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        known = sorted(p.stem for p in SCALES.glob("*.yaml"))
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(known)} (or a YAML file)")
     return path
 

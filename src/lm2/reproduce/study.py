@@ -30,6 +30,7 @@ from lm2.analysis.run import run_analysis
 from lm2.data.make import make_babilong, make_tokenizer
 from lm2.data.rows import select_rows
 from lm2.data.shards import prepare_text
+from lm2.data.texts import text_sources
 from lm2.data.tokenizer import load_tokenizer
 from lm2.eval.babilong import Candidate, evaluate, make_retriever
 from lm2.eval.loading import load_model_and_tokenizer
@@ -47,7 +48,7 @@ from lm2.reproduce.scale import (
 from lm2.reproduce.units import Unit
 from lm2.train.models import build_config, family_classes
 from lm2.train.trainer import Trainer
-from lm2.utils.io import atomic_write_text, expand_files
+from lm2.utils.io import atomic_write_text
 from lm2.utils.text import comma_list
 
 DONE = "DONE.json"
@@ -268,7 +269,7 @@ class Study:
     def eval_ppl(self, unit: Unit) -> dict[str, Any]:
         t = self.cfg.table2
         arm, seed = self.trained(unit)
-        files = expand_files(comma_list(t.ppl_data), "*.txt")
+        files = text_sources(comma_list(t.ppl_data))
         model = self.model_dir(arm, seed)
         lm, tokenizer = load_model_and_tokenizer(model, self.cfg.device)
         result = perplexity(lm, tokenizer, files, t.ppl_segment_length, t.ppl_max_tokens)

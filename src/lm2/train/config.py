@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from lm2.data.lengths import length_label
+from lm2.shipped import config_file
 from lm2.utils.io import read_yaml_mapping
 from lm2.utils.typed import from_mapping
 
@@ -330,10 +331,10 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | str | None = None) -> Config:
-    """Read a YAML config (or start from the defaults), apply overrides, validate, return it."""
+    """Read a YAML config (a file, or a shipped config's name; None: the defaults), apply overrides, validate."""
     data: dict[str, Any] = {}
     if path is not None:
-        data = read_yaml_mapping(path)
+        data = read_yaml_mapping(config_file(path))
     if isinstance(overrides, str):
         overrides = shlex.split(overrides)
     for assignment in overrides or []:
