@@ -16,7 +16,7 @@ from lm2.data.prompts import answer_text, format_babilong, format_plain, get_pro
 from lm2.data.rows import load_rows
 from lm2.eval import babilong
 from lm2.eval.babilong import Candidate, evaluate, generate_answers, read_predictions, to_markdown
-from lm2.eval.loading import load_model_and_tokenizer
+from lm2.eval.model_folder import load_model_and_tokenizer
 from tests.conftest import shared_path
 from tests.test_eval_fixtures import make_checkpoint, make_tokenizer
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from lm2.cli import main
 from lm2.eval.harness import run_harness
-from lm2.eval.loading import load_model_and_tokenizer
+from lm2.eval.model_folder import load_model_and_tokenizer
 from tests.test_eval_fixtures import make_checkpoint
 
 DOCS = [

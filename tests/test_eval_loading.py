@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer, resolve_device
+from lm2.eval.model_folder import check_checkpoint, load_model_and_tokenizer, resolve_device
 from tests.test_eval_fixtures import make_checkpoint
 
 

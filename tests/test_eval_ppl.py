@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from lm2.cli import main
-from lm2.eval.loading import load_model_and_tokenizer
+from lm2.eval.model_folder import load_model_and_tokenizer
 from lm2.eval.ppl import perplexity, sequence_nll
 from lm2.models.outputs import CACHE_FIELD
 from tests.conftest import shared_path

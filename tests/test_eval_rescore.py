@@ -11,7 +11,7 @@ import pytest
 from lm2.cli import build_parser, main
 from lm2.data.rows import load_rows
 from lm2.eval.babilong import Candidate, evaluate
-from lm2.eval.rescore import read_harness_csv, read_source, rescore
+from lm2.eval.rescore import read_answers, read_harness_csv, rescore
 from tests.test_eval_babilong import FakeLM, _row, _write_jsonl
 from tests.test_eval_fixtures import make_checkpoint, make_tokenizer
 
@@ -157,10 +157,10 @@ def test_a_missing_output_cell_is_an_empty_answer_under_the_official_metric(tmp_
         "no",
     ]
     assert read_harness_csv(path, "m", "qa6", "0k", missing_as_empty=False)[0]["prediction"] == "None"
-    official = rescore([read_source(folder, missing_as_empty=True)], "babilong")
+    official = rescore([read_answers(folder, missing_as_empty=True)], "babilong")
     assert official["accuracy"]["0k"]["m"]["qa6"] == 50.0
     # Read as written, the substring rule would find "no" in "None".
-    raw = rescore([read_source(folder, missing_as_empty=False)], "babilong")
+    raw = rescore([read_answers(folder, missing_as_empty=False)], "babilong")
     assert raw["accuracy"]["0k"]["m"]["qa6"] == 100.0
 
 
@@ -205,7 +205,7 @@ def test_folders_of_the_same_name_are_named_by_path(tmp_path) -> None:
         folder = tmp_path / parent / "model"
         folder.mkdir(parents=True)
         _write_csv(folder / "qa1_0k_cfg.csv", [("kitchen", "kitchen", WHERE)])
-    sources = [read_source(tmp_path / p / "model") for p in ("a", "b")]
+    sources = [read_answers(tmp_path / p / "model") for p in ("a", "b")]
     assert rescore(sources, "words")["models"] == [
         str(tmp_path / "a" / "model"),
         str(tmp_path / "b" / "model"),

@@ -201,7 +201,7 @@ def test_out_naming_an_existing_file_is_refused_before_any_work(
 def test_eval_checks_the_manifest_of_a_checkpoint(
     run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from lm2.eval.loading import load_model_and_tokenizer
+    from lm2.eval.model_folder import load_model_and_tokenizer
 
     _, out = run
     ckpt = tmp_path / "ckpt"
@@ -223,7 +223,7 @@ def test_eval_checks_the_manifest_of_a_checkpoint(
 def test_a_run_folder_means_its_newest_checkpoint_and_tables_name_the_run(
     run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from lm2.eval.loading import model_name
+    from lm2.eval.model_folder import model_name
     from lm2.run_folder import resolve_model_dir
 
     _, out = run

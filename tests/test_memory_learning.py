@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lm2 import LM2ForCausalLM
-from lm2.commands import recall_config, recall_run, recall_tokenizer
 from lm2.data.tokenizer import save_tokenizer
+from lm2.recall import recall_config, recall_run, recall_tokenizer
 from lm2.train.trainer import Trainer
 
 WINDOW = 16  # attention window = memory segment; two blocks see at most 2 * (16 - 1) = 30 tokens back

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from lm2.cli import main
+from lm2.commands.reproduce import reproduce
 from lm2.reproduce import study as study_module
 from lm2.reproduce.scale import load_scale, study_paths
-from lm2.reproduce.study import reproduce
 from lm2.reproduce.units import Unit
 from lm2.shipped import SCALES as CONFIG_DIR
 from tests.conftest import shared_path

@@ -18,17 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from lm2.analysis.cli import analyze_memory
-from lm2.commands import demo, params
-from lm2.data.cli import babi_command, babilong_command, tokenizer_command
-from lm2.data.shards import prepare
-from lm2.eval.babilong import eval_babilong
-from lm2.eval.harness import eval_harness
-from lm2.eval.mmlu import eval_mmlu
-from lm2.eval.ppl import eval_ppl
-from lm2.eval.rescore import eval_rescore
-from lm2.reproduce.study import reproduce
-from lm2.train.trainer import train
+from lm2.commands.analyze import analyze_memory
+from lm2.commands.data import babi_command, babilong_command, tokenizer_command
+from lm2.commands.demo import demo, params
+from lm2.commands.evaluate import eval_babilong, eval_harness, eval_mmlu, eval_ppl, eval_rescore
+from lm2.commands.reproduce import reproduce
+from lm2.commands.train import prepare, train
 
 # Subcommand -> the typed function it runs, or a nested group.
 COMMANDS: dict[str, Any] = {
@@ -158,6 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     kwargs = {k: v for k, v in args.items() if not k.startswith("_cmd")}
     try:
         func(**kwargs)
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a crash: one line, the shell's code for SIGINT. Whatever the
+        # command writes atomically (checkpoints, built sets, DONE files) is left complete or absent.
+        print(f"lm2: interrupted ({' '.join(sys.argv[1:3]) or 'lm2'})", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as err:
         # User errors are reported as one clear line; programming errors keep their traceback.
         print(f"lm2: error: {err}", file=sys.stderr)

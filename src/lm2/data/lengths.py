@@ -15,6 +15,7 @@ PROMPT_RESERVE = 0
 AUTHORS_PROMPT_RESERVE = 300
 MAX_LENGTH = 10_000_000  # BABILong goes to 10M tokens; beyond that is surely a typo
 STANDARD_LENGTHS = ["0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k"]
+DEFAULT_LENGTHS = ",".join(STANDARD_LENGTHS)  # what `lm2 data babilong` builds unless told
 
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)\s*([km]?)$")
 

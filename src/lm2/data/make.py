@@ -18,7 +18,7 @@ from lm2.data.babi.format import find_task_file, read_stories, write_stories
 from lm2.data.babi.types import Sample, parse_tasks
 from lm2.data.background import SYNTHETIC, Background, load_background
 from lm2.data.builder import build_babilong, check_placement
-from lm2.data.lengths import PROMPT_RESERVE, input_budget, parse_lengths
+from lm2.data.lengths import DEFAULT_LENGTHS, PROMPT_RESERVE, input_budget, parse_lengths
 from lm2.data.prompts import answer_text, format_plain
 from lm2.data.tokenizer import (
     TOKENIZER_KINDS,
@@ -27,8 +27,6 @@ from lm2.data.tokenizer import (
     train_tokenizer,
     train_word_tokenizer,
 )
-
-DEFAULT_LENGTHS = "0k,1k,2k,4k,8k,16k,32k,64k,128k"
 
 
 def _generator(name: str) -> Callable[[str, int, int], list]:

@@ -17,9 +17,7 @@ import torch
 
 from lm2.data.batch import Batch
 from lm2.data.texts import read_text_source, text_sources
-from lm2.data.tokenizer import load_tokenizer
 from lm2.utils.io import atomic_write, atomic_write_text
-from lm2.utils.text import comma_list
 
 
 def prepare_text(
@@ -145,19 +143,3 @@ class TextShards:
         return out
 
 
-def prepare(inputs: str, tokenizer: Path, out: Path, shard_tokens: int = 50_000_000) -> None:
-    """Tokenise text files once into memory-mapped shards for language-model pretraining (data.kind: text).
-
-    Args:
-        inputs: comma-separated text files, folders (searched for *.txt) or globs; synthetic or
-            synthetic:SEED for the labelled synthetic haystack.
-        tokenizer: a tokenizer folder.
-        out: the output folder (shard-NNNNN.bin + meta.json).
-        shard_tokens: tokens per shard file.
-    """
-    meta = prepare_text(
-        comma_list(inputs), load_tokenizer(tokenizer), out, shard_tokens
-    )
-    print(
-        f"{meta['tokens']} tokens from {len(meta['sources'])} files in {len(meta['shards'])} shards -> {out}"
-    )

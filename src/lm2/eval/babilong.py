@@ -16,22 +16,19 @@ import importlib
 import io
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from lm2.data.lengths import length_tokens
 from lm2.data.prompts import get_prompt_format
-from lm2.data.rows import Row, missing_sets, select_rows, task_order
-from lm2.eval.loading import check_checkpoint, load_model_and_tokenizer, model_name
+from lm2.data.rows import Row, task_order
 from lm2.eval.matcher import Metric, is_correct, labels_for
-from lm2.utils.io import atomic_write, atomic_write_text, check_out_folder
-from lm2.utils.text import comma_list
+from lm2.utils.io import atomic_write, atomic_write_text
 
 MAX_NEW_TOKENS = 20
 PREDICTIONS = "predictions.jsonl"
@@ -304,69 +301,5 @@ def write_tables(results: dict[str, Any], out: Path) -> None:
     atomic_write(out / "results.json", lambda p: p.write_text(json.dumps(clean(results), indent=2) + "\n"))
 
 
-def _model_names(dirs: list[Path], rag: bool) -> list[str]:
-    names = [model_name(d) for d in dirs]  # a run folder, or its OUT/last, is "RUN step N"
-    if len(set(names)) != len(names):
-        names = [str(d) for d in dirs]
-    return [n + "+RAG" if rag else n for n in names]
 
 
-def eval_babilong(
-    model: str,
-    data: str,
-    out: str,
-    tasks: str | None = None,
-    lengths: str | None = None,
-    prompt: Literal["plain", "babilong"] = "plain",
-    batch_size: int = 8,
-    samples: int | None = None,
-    rag: str | None = None,
-    device: str = "auto",
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-    metric: Metric = "words",
-) -> None:
-    """Evaluate checkpoints on BABILong and write the paper's Table 1 layout (markdown, CSV, JSON).
-
-    Answers are generated greedily (at most 20 new tokens) and scored by --metric. Every answer
-    goes to OUT/predictions.jsonl at once; running again with the same --out skips rows already scored.
-
-    Args:
-        model: checkpoint folder(s), comma-separated; each gives one row of the tables. A run folder of
-            `lm2 train --out` stands for its newest checkpoint (named "RUN step N" in the tables).
-        data: comma-separated sources: JSONL rows from `lm2 data babilong` (file or folder), a published
-            BABILong folder (one sub-folder per length), or bAbI files/folders (0k).
-        out: output folder for predictions.jsonl and results.{md,csv,json}.
-        tasks: e.g. qa1,qa2 or qa1-qa10; default: every task in the data.
-        lengths: e.g. 0k,1k,4k; default: every length in the data.
-        prompt: plain (context, question, Answer:) or babilong (the authors' instruction + examples layout).
-        batch_size: prompts per generation batch.
-        samples: keep the first N rows of each task and length.
-        rag: shorten each context by retrieval: a spec for lm2.baselines.rag.make_rag, or module:function.
-        device: auto, cpu, cuda or cuda:N.
-        dtype: float32, bfloat16 or float16.
-        metric: words (whole-word labels, header lines skipped, option lists rejected, follow-up text cut
-            off) or babilong (the official BABILong rules, for numbers comparable with published tables).
-    """
-    dirs = [Path(p) for p in comma_list(model)]
-    if not dirs:
-        raise ValueError("--model needs at least one checkpoint folder")
-    check_out_folder(out, "predictions.jsonl and results.{md,csv,json}")
-    groups = select_rows(data, tasks, lengths, samples)
-    missing = missing_sets(groups)
-    if missing:  # data mixed from sources of different grids: say so, the tables show these cells as –
-        print(
-            f"lm2 eval babilong: warning: the data has no {', '.join(f'{t} at {n}' for t, n in missing)}; "
-            "those cells will be – (give --tasks/--lengths to evaluate only sets that exist)",
-            file=sys.stderr,
-        )
-    retriever = make_retriever(rag) if rag else None
-    candidates = [
-        Candidate(name, lambda d=d: load_model_and_tokenizer(d, device, dtype))
-        for name, d in zip(_model_names(dirs, rag is not None), dirs, strict=True)
-    ]
-    for d in dirs:  # fail before hours of work on the first model if a later folder is broken
-        check_checkpoint(d)
-    results = evaluate(
-        candidates, groups, out, prompt=prompt, batch_size=batch_size, retriever=retriever, metric=metric
-    )
-    print(to_markdown(results))

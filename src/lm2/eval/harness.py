@@ -1,6 +1,6 @@
 """Evaluate a checkpoint with EleutherAI's lm-evaluation-harness (optional extra: ``pip install 'lm2[eval]'``).
 
-The harness is imported only when used. The model is loaded by :func:`lm2.eval.loading.load_model_and_tokenizer`
+The harness is imported only when used. The model is loaded by :func:`lm2.eval.model_folder.load_model_and_tokenizer`
 (so LM2 and the baselines are registered and a broken folder is reported by file) and handed to the
 harness's ``HFLM`` as an object. Its built-in tasks download their data from the hub; offline, point
 ``--include-path`` at a folder of task YAMLs whose ``dataset_path`` is a local json/parquet folder.
@@ -8,13 +8,9 @@ harness's ``HFLM`` as an object. Its built-in tasks download their data from the
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from lm2.eval.loading import load_model_and_tokenizer
-from lm2.utils.io import atomic_write_text
-from lm2.utils.text import comma_list
+from lm2.eval.model_folder import load_model_and_tokenizer
 
 
 def _harness() -> Any:
@@ -65,37 +61,3 @@ def run_harness(
     )
 
 
-def eval_harness(
-    model: str,
-    tasks: str,
-    include_path: str | None = None,
-    shots: int | None = None,
-    limit: int | None = None,
-    out: str | None = None,
-    builtin_tasks: bool = True,
-    batch_size: int = 1,
-    device: str = "auto",
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-) -> None:
-    """Run lm-evaluation-harness tasks on a checkpoint (needs the extra: pip install 'lm2[eval]').
-
-    Args:
-        model: checkpoint folder.
-        tasks: comma-separated harness task names.
-        include_path: folder of extra task YAMLs (e.g. tasks reading local data files).
-        shots: few-shot examples per question (default: the task's own setting).
-        limit: evaluate only the first N documents of each task.
-        out: write the results JSON to this file.
-        builtin_tasks: index the harness's built-in tasks too (--no-builtin-tasks: only --include-path).
-        batch_size: sequences per forward pass.
-        device: auto, cpu, cuda or cuda:N.
-        dtype: float32, bfloat16 or float16.
-    """
-    names = comma_list(tasks)
-    if not names:
-        raise ValueError("--tasks needs at least one harness task name")
-    results = run_harness(model, names, include_path, shots, limit, device, dtype, batch_size, builtin_tasks)
-    text = json.dumps(results["results"], indent=2, default=str)
-    if out:
-        atomic_write_text(Path(out), text + "\n")
-    print(text)

@@ -20,15 +20,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-
-from lm2.eval.loading import load_model_and_tokenizer, model_name
-from lm2.utils.io import atomic_write_text, check_out_folder
-from lm2.utils.text import comma_list
 
 LETTERS = ("A", "B", "C", "D")
 SPLITS = ("dev", "val", "test")
@@ -351,50 +347,3 @@ def to_markdown(results: dict[str, Any], name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def eval_mmlu(
-    model: str,
-    data: str,
-    shots: int = 5,
-    split: Literal["dev", "val", "test"] = "test",
-    out: str | None = None,
-    subjects: str | None = None,
-    batch_size: int = 8,
-    device: str = "auto",
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-) -> None:
-    """Evaluate a checkpoint on MMLU by the log-likelihood of the answer letter.
-
-    Prints (and with --out writes) accuracy by subject, by category (STEM, Humanities, Social Sciences,
-    Other) and by difficulty (High School, College, Professional, General Knowledge).
-
-    Args:
-        model: checkpoint folder.
-        data: MMLU folder: original layout ({dev,test}/<subject>_<split>.csv) or cais/mmlu (<subject>/<split>-*.parquet|json).
-        shots: solved examples from the dev split before each question, 0 to 5.
-        split: the split to evaluate: dev, val or test (dev questions are never their own examples).
-        out: folder for mmlu.json and mmlu.md.
-        subjects: comma-separated subjects to evaluate (default: all in the data).
-        batch_size: sequences per forward pass.
-        device: auto, cpu, cuda or cuda:N.
-        dtype: float32, bfloat16 or float16.
-    """
-    if out:
-        check_out_folder(out, "mmlu.json and mmlu.md")
-    questions = read_split(data, split)
-    if subjects:
-        wanted = comma_list(subjects)
-        missing = [s for s in wanted if s not in questions]
-        if missing:
-            raise ValueError(
-                f"the {split} split has no subject {missing[0]!r}; it has {', '.join(sorted(questions))}"
-            )
-        questions = {s: questions[s] for s in wanted}
-    dev = read_split(data, "dev") if shots else {}
-    lm, tokenizer = load_model_and_tokenizer(model, device, dtype)
-    results = evaluate_mmlu(lm, tokenizer, questions, dev, shots, batch_size)
-    results["settings"] = {"model": str(model), "data": str(data), "split": split, "shots": shots}
-    text = to_markdown(results, model_name(model))
-    if out:
-        atomic_write_text(Path(out) / "mmlu.json", json.dumps(results, indent=2) + "\n")
-        atomic_write_text(Path(out) / "mmlu.md", text)
-    print(text)

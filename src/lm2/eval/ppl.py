@@ -11,22 +11,18 @@ The first token of a file is scored only when the tokenizer has a BOS token to p
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lm2.data.texts import read_text_source, text_sources
-from lm2.eval.loading import load_model_and_tokenizer, model_name
+from lm2.data.texts import read_text_source
 from lm2.models.outputs import CACHE_FIELD, output_cache
-from lm2.utils.io import atomic_write_text, check_out_folder
-from lm2.utils.text import comma_list
 
 
 def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -158,46 +154,6 @@ def perplexity(
     }
 
 
-def eval_ppl(
-    model: str,
-    data: str,
-    segment_length: int = 512,
-    max_tokens: int | None = None,
-    window: int | None = None,
-    out: str | None = None,
-    device: str = "auto",
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-) -> None:
-    """Perplexity of a checkpoint on text files, with memory/cache carried from segment to segment.
-
-    Prints a table: tokens scored, mean NLL per token (nats) and perplexity, per file and in all; with
-    --out also OUT/results.md and OUT/results.json. A progress bar per file goes to stderr.
-
-    Args:
-        model: checkpoint folder, or a run folder of `lm2 train --out` (its newest checkpoint).
-        data: text file(s) or folder(s) of .txt files, comma-separated; synthetic or synthetic:SEED for the
-            labelled synthetic haystack.
-        segment_length: tokens fed per forward pass.
-        max_tokens: stop after this many tokens in all (default: everything).
-        window: for a model without a cache: tokens of context per prediction (default 2 x segment length).
-        out: output folder for results.md and results.json (as the other evaluations).
-        device: auto, cpu, cuda or cuda:N.
-        dtype: float32, bfloat16 or float16.
-    """
-    files = text_sources(comma_list(data))
-    if max_tokens is not None and max_tokens < 2:
-        raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
-    if out:
-        check_out_folder(out, "results.md and results.json")
-    lm, tokenizer = load_model_and_tokenizer(model, device, dtype)
-    results = perplexity(lm, tokenizer, files, segment_length, max_tokens, window, progress=True)
-    results["model"] = str(model)
-    results["name"] = model_name(model)
-    text = to_markdown(results)
-    if out:
-        atomic_write_text(Path(os.fspath(out)) / "results.json", json.dumps(results, indent=2) + "\n")
-        atomic_write_text(Path(os.fspath(out)) / "results.md", text)
-    print(text)
 
 
 def to_markdown(results: dict[str, Any]) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,8 @@ from typing import Any
 
 from lm2.data.babi.types import check_task
 from lm2.data.lengths import length_label
-from lm2.eval.babilong import PREDICTIONS, aggregate, read_predictions, to_markdown, write_tables
+from lm2.eval.babilong import PREDICTIONS, aggregate, read_predictions
 from lm2.eval.matcher import Metric, labels_for
-from lm2.utils.io import check_out_folder
-from lm2.utils.text import comma_list
 
 HARNESS_COLUMNS = ("target", "output", "question")
 PREDICTION_KEYS = ("model", "task", "length", "id", "question", "target", "prediction")
@@ -171,7 +168,7 @@ def read_lm2_predictions(path: Path) -> Source:
     return Source(path, "predictions", models, records=list(by_key.values()))
 
 
-def read_source(path: Path, prompt_config: str | None = None, missing_as_empty: bool = False) -> Source:
+def read_answers(path: Path, prompt_config: str | None = None, missing_as_empty: bool = False) -> Source:
     """The answers at ``path``: a harness output folder, a predictions.jsonl, or a folder holding one."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -218,30 +215,3 @@ def rescore(sources: Sequence[Source], metric: Metric) -> dict[str, Any]:
     return aggregate(records, [m for s in sources for m in s.models], groups, labels, metric)
 
 
-def eval_rescore(predictions: str, out: str, metric: Metric, prompt_config: str | None = None) -> None:
-    """Score BABILong answers generated elsewhere and write the tables of `lm2 eval babilong`.
-
-    Reads the BABILong harness's output folders (<task>_<length>_<prompt config>.csv files with the columns
-    target, output, question; the model is named after the folder) and lm2's predictions.jsonl.
-
-    Args:
-        predictions: comma-separated: harness output folders, predictions.jsonl files or folders holding one.
-        out: output folder for results.{md,csv,json}.
-        metric: words (whole-word labels, header lines skipped, option lists rejected, follow-up text cut
-            off) or babilong (the official BABILong rules, as in the published tables).
-        prompt_config: the prompt set-up to score where a harness folder holds several, e.g.
-            instruction_yes_examples_yes_post_prompt_yes (the file name after the length); a folder with
-            one set-up is scored for it.
-    """
-    target = check_out_folder(out, "results.{md,csv,json}")
-    paths = [Path(p) for p in comma_list(predictions)]
-    if not paths:
-        raise ValueError("--predictions needs at least one folder or predictions.jsonl")
-    sources = [read_source(p, prompt_config, missing_as_empty=metric == "babilong") for p in paths]
-    for source in sources:
-        if source.kind == "harness":
-            print(f"{source.path}: prompt config {source.config or '(none)'}", file=sys.stderr)
-    results = rescore(sources, metric)
-    target.mkdir(parents=True, exist_ok=True)
-    write_tables(results, target)
-    print(to_markdown(results))

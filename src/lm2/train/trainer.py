@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import yaml
 from lm2.data.batch import IGNORE, Batch
 from lm2.run_folder import MANIFEST, CheckpointError, RunFolder, read_trainer_state, verify_checkpoint
 from lm2.train.checkpoint import load_checkpoint, save_checkpoint
-from lm2.train.config import Config, load_config
+from lm2.train.config import Config
 from lm2.train.forward import memory_report, run_pieces
 from lm2.train.models import build_model, load_tokenizer
 from lm2.train.sources import make_source
@@ -480,50 +479,5 @@ def _dict_diff(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[st
 # command line
 
 
-def _exit_distributed(code: int) -> None:
-    """End a torchrun process with an honest exit code and without gloo's abort at interpreter exit."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if dist.is_initialized():
-        if code == 0:
-            dist.barrier()
-        dist.destroy_process_group()
-    os._exit(code)
 
 
-def train(config: Path, out: Path, set: str | None = None, resume: bool = False) -> None:
-    """Train a model from a YAML config: language-model pretraining on text shards or BABILong fine-tuning.
-
-    Writes checkpoints (Hugging Face model folders with optimizer and RNG state) under OUT/checkpoints,
-    OUT/last pointing at the newest, OUT/log.jsonl and TensorBoard events in OUT/tb. Run several
-    processes with ``torchrun --nproc_per_node N -m lm2.cli train ...``.
-
-    Args:
-        config: the YAML config file (see configs/ and docs/training.md).
-        out: the output folder.
-        set: overrides, space-separated key.sub=value pairs, e.g. "optim.lr=3e-4 train.batch_size=16".
-        resume: continue from the newest checkpoint in OUT (bit-identically); starts afresh if there is none.
-    """
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    try:
-        cfg = load_config(config, shlex.split(set) if set else None)
-        Trainer(cfg, out, resume=resume).run()
-    except TrainingDiverged as err:
-        # A diverged run is not a crash: one clear line and its own exit code (3).
-        print(f"lm2: training stopped (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
-        if distributed:
-            _exit_distributed(3)
-        raise SystemExit(3) from None
-    except BaseException as err:
-        if not distributed:
-            raise
-        user_error = isinstance(err, (ValueError, FileNotFoundError))
-        if user_error:
-            print(f"lm2: error (rank {os.environ.get('RANK', '?')}): {err}", file=sys.stderr)
-        else:
-            import traceback
-
-            traceback.print_exc()
-        _exit_distributed(2 if user_error else 1)
-    if distributed:
-        _exit_distributed(0)

@@ -5,11 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from lm2.analysis.roles import roles_markdown
-from lm2.analysis.run import ANALYSIS_JSON, HEATMAPS, run_analysis
-from lm2.data.rows import select_rows
-from lm2.eval.loading import load_model_and_tokenizer
-
 
 def analyze_memory(
     model: Path,
@@ -40,6 +35,11 @@ def analyze_memory(
         device: auto, cpu, cuda or cuda:N.
         dtype: float32, bfloat16 or float16.
     """
+    from lm2.analysis.roles import roles_markdown
+    from lm2.analysis.run import ANALYSIS_JSON, HEATMAPS, run_analysis
+    from lm2.data.rows import select_rows
+    from lm2.eval.model_folder import load_model_and_tokenizer
+
     if (text is None) == (sample is None):
         raise ValueError("give exactly one of --text (a prompt) or --sample (BABILong rows)")
     if samples < 1:

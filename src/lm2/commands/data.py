@@ -10,15 +10,7 @@ from typing import Literal
 
 from lm2.data.babi.types import parse_tasks
 from lm2.data.background import SYNTHETIC
-from lm2.data.lengths import PROMPT_RESERVE, parse_lengths
-from lm2.data.make import (
-    DEFAULT_LENGTHS,
-    BabilongSpec,
-    TokenizerSpec,
-    make_babi,
-    make_babilong,
-    make_tokenizer,
-)
+from lm2.data.lengths import DEFAULT_LENGTHS, PROMPT_RESERVE, parse_lengths
 
 
 def babi_command(tasks: str, num_stories: int, out: Path, seed: int = 0, split: str = "train") -> None:
@@ -34,6 +26,8 @@ def babi_command(tasks: str, num_stories: int, out: Path, seed: int = 0, split: 
         seed: random seed; the same seed gives the same files.
         split: the split name in the file names (train, test, valid).
     """
+    from lm2.data.make import make_babi
+
     for path in make_babi(tasks, num_stories, out, seed, split):
         print(f"wrote {num_stories} stories to {path}")
 
@@ -78,6 +72,8 @@ def babilong_command(
         fact_distance: every fact up to the last supporting one lies at least this many tokens of the input
             before the question (0 = anywhere); samples whose facts leave no room are skipped.
     """
+    from lm2.data.make import BabilongSpec, make_babilong
+
     spec = BabilongSpec(
         tasks, lengths, samples, background, seed, None if babi is None else str(babi), split, prompt_reserve,
         min_sentence_tokens, fact_placement, fact_distance,
@@ -116,6 +112,8 @@ def tokenizer_command(
             mark, case kept; unseen words become <|unk|>: for bAbI-scale models).
         min_frequency: keep only tokens seen at least this often (default: 2 for bpe, 1 for word).
     """
+    from lm2.data.make import TokenizerSpec, make_tokenizer
+
     spec = TokenizerSpec(
         vocab_size, background, tasks, num_stories, None if babi is None else str(babi), seed, kind, min_frequency
     )
