@@ -435,3 +435,57 @@ def test_bf16_autocast_and_bf16_weights() -> None:
     assert torch.isfinite(out.loss) and model.model.layers[0].short_conv.weight.grad.abs().sum() > 0
     generated = model.to(torch.bfloat16).generate(ids[:, :6], max_new_tokens=5, do_sample=False, pad_token_id=0)
     assert generated.shape == (2, 11)
+
+
+# --- what the convolution is for -----------------------------------------------------------------------
+
+PERSONS, PLACES, FACTS = 4, 5, 5
+WENT, WHERE, ASK = 0, 1, 2  # "went", "where", "?"; then the persons' and the places' ids
+PERSON, PLACE = 3, 3 + PERSONS
+
+
+def binding_stories(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """qa1 in miniature: FACTS statements "person went place" (persons repeat), then "where person ?",
+    asked about the person of a random statement; the answer is that person's latest place. Returns the
+    inputs (n, 3 * FACTS + 3), the answers (n,) and the accuracy of answering with the last statement's place."""
+    g = torch.Generator().manual_seed(seed)
+    persons = torch.randint(0, PERSONS, (n, FACTS), generator=g)
+    places = torch.randint(0, PLACES, (n, FACTS), generator=g)
+    facts = torch.stack([PERSON + persons, torch.full_like(persons, WENT), PLACE + places], -1).view(n, -1)
+    who = persons.gather(1, torch.randint(0, FACTS, (n, 1), generator=g))[:, 0]
+    latest = ((persons == who[:, None]) * torch.arange(1, FACTS + 1)).argmax(1)  # the person's last statement
+    answer = PLACE + places.gather(1, latest[:, None])[:, 0]
+    question = torch.stack([torch.full_like(who, WHERE), PERSON + who, torch.full_like(who, ASK)], -1)
+    return torch.cat([facts, question], 1), answer, (latest == FACTS - 1).float().mean().item()
+
+
+def binding_accuracy(short_conv: int, steps: int = 400, seed: int = 0) -> tuple[float, float]:
+    """Train the recipe's backbone (width 64, 2 blocks, 4 heads) on fresh stories; (accuracy on 500 unseen
+    stories, the last-statement shortcut's accuracy there)."""
+    torch.manual_seed(seed)
+    config = LM2Config(
+        vocab_size=PLACE + PLACES, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, use_memory=False, short_conv=short_conv, max_position_embeddings=64,
+    )  # fmt: skip
+    model = LM2ForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98), weight_decay=0.0)
+    for step in range(steps):
+        ids, answer, _ = binding_stories(32, seed=1000 * seed + step)
+        loss = torch.nn.functional.cross_entropy(model(ids).logits[:, -1], answer)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    ids, answer, shortcut = binding_stories(500, seed=10**6)
+    with torch.no_grad():
+        return (model(ids).logits[:, -1].argmax(-1) == answer).float().mean().item(), shortcut
+
+
+def test_the_convolution_learns_the_binding_the_plain_backbone_does_not() -> None:
+    """The option's purpose: with short_conv a tiny backbone binds place to person within a few hundred
+    steps; without it the same backbone sits on a plateau (issue 17: qa1's ~52%). About 10 s per model
+    on one thread of the shared machine."""
+    with_conv, shortcut = binding_accuracy(short_conv=5)
+    without, _ = binding_accuracy(short_conv=0)
+    assert shortcut < 0.5, shortcut  # the last statement's place is not the answer most of the time
+    assert with_conv >= 0.9, with_conv  # measured: 0.98-1.00 for seeds 0-3 (1.00 for seed 0)
+    assert without < 0.7, without  # measured: 0.45-0.51 for seeds 0-3 (0.51 for seed 0)
