@@ -367,9 +367,9 @@ def test_save_load_round_trip_through_the_auto_classes(tmp_path, name: str) -> N
     ids = ids_of(2, 17, seed=12)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
-    if name in LM2_MODELS:
-        with pytest.raises(ValueError, match="saved with short_conv=.*cannot be loaded with short_conv=0"):
-            LM2ForCausalLM.from_pretrained(tmp_path, short_conv=0)
+    for other in (0, model.config.short_conv + 1):
+        with pytest.raises(ValueError, match=f"saved with short_conv=.*cannot be loaded with short_conv={other}"):
+            type(model).from_pretrained(tmp_path, short_conv=other)
 
 
 @pytest.mark.parametrize("tie", [False, True])

@@ -74,11 +74,11 @@ class LM2Block(nn.Module):
         mask: torch.Tensor | None,
         layout: SegmentLayout | None,
         cache: LM2LayerCache | None,
-        conv_layout: ConvLayout | None = None,
+        conv_layout: ConvLayout | None,
     ) -> torch.Tensor:
         if self.short_conv is not None:
             # A local mixer before anything else: each position carries its k-1 predecessors, so one
-            # attention head can match "the place right after this person" (binding) in a single layer.
+            # attention head can find "the place this person went to" (binding) in a single layer.
             conv_state = cache.conv_state if cache is not None else None
             conv, conv_state = self.short_conv(x, conv_layout, conv_state)
             if cache is not None:
