@@ -25,7 +25,8 @@ def tiny_model(seed: int = 0, **overrides) -> LM2ForCausalLM:
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"memory_init": "learned", "memory_layers": [1], "tie_word_embeddings": True}]
+    "overrides",
+    [{}, {"memory_init": "learned", "memory_layers": [1], "tie_word_embeddings": True}, {"short_conv": 5}],
 )
 def test_save_load_roundtrip_and_auto_classes(tmp_path, overrides) -> None:
     model = tiny_model(**overrides)
@@ -129,6 +130,7 @@ def test_params_command(capsys) -> None:
         ({"memory_heads": 5}, "memory_heads"),
         ({"memory_init": "zeros"}, "memory_init"),
         ({"attention_window": 0}, "attention_window"),
+        ({"short_conv": 1}, "short_conv"),
     ],
 )
 def test_contradictory_config_is_refused(overrides, message) -> None:

@@ -52,6 +52,7 @@ def run(model: LM2ForCausalLM, impl: str, ids: torch.Tensor, mask: torch.Tensor 
         ({}, False, [63]),  # S = 8 does not divide T = 63
         ({"memory_topk": 3, "memory_init": "learned", "memory_layers": [1]}, False, [63]),
         ({"segment_length": 5}, True, [17, 18, 40, 63]),  # left padding, open segments across calls
+        ({"segment_length": 5, "short_conv": 4}, True, [2, 18, 40, 63]),  # block inputs through the conv
     ],
 )
 def test_naive_equals_fast(overrides, padded, pieces) -> None:

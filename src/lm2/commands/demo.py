@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import Any
 
 
-def params(preset: str = "lm2-1.7b", use_memory: bool = True) -> None:
+def params(preset: str = "lm2-1.7b", use_memory: bool = True, short_conv: int = 0) -> None:
     """Print the parameter breakdown (backbone vs memory, per block) of a preset, without allocating weights.
 
     Args:
         preset: One of the presets: tiny, small, lm2-1.7b.
         use_memory: Count the memory banks (--no-use-memory gives the vanilla backbone).
+        short_conv: Kernel size of the blocks' short convolution (0 = none, the presets' default).
     """
     from lm2.models.lm2.configuration_lm2 import LM2Config
     from lm2.models.lm2.params import count_parameters, format_breakdown
 
-    config = LM2Config.from_preset(preset, use_memory=use_memory)
-    print(format_breakdown(count_parameters(config), f"{preset} (use_memory={use_memory})"))
+    config = LM2Config.from_preset(preset, use_memory=use_memory, short_conv=short_conv)
+    title = f"{preset} (use_memory={use_memory}" + (f", short_conv={short_conv})" if short_conv else ")")
+    print(format_breakdown(count_parameters(config), title))
 
 
 def demo(steps: int = 160, samples: int = 200, seed: int = 0, threads: int = 1, out: Path | None = None) -> None:

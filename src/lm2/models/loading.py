@@ -91,6 +91,11 @@ def lm2_config_to_llama(config: LM2Config, **llama_options: Any) -> Any:
     :func:`llama_config_to_lm2`): with ``use_memory=False`` the two models take each other's weights."""
     from transformers import LlamaConfig
 
+    if config.short_conv:
+        raise ValueError(
+            f"transformers' Llama has no short convolution: a backbone with short_conv={config.short_conv} has "
+            "no Llama twin (only short_conv=0 does)"
+        )
     rope = {"rope_theta": config.rope_theta, "rope_type": "default"}
     if config.rope_llama3:
         rope = {**rope, "rope_type": "llama3", **config.rope_llama3}

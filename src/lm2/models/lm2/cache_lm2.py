@@ -1,7 +1,8 @@
 """The LM2 cache: what a forward needs to be continued exactly where it stopped.
 
-Per block: self-attention keys/values (trimmed to the window when one is set) and, for memory blocks,
-the memory state (B, N, D) and the block inputs of the open (incomplete) segment (B, S, D). Per sample:
+Per block: self-attention keys/values (trimmed to the window when one is set), with ``short_conv`` the
+block's last k-1 valid inputs (B, k-1, D), and, for memory blocks, the memory state (B, N, D) and the block
+inputs of the open (incomplete) segment (B, S, D). Per sample:
 the valid-token index of every cached key (-1 = padding) and the number of valid tokens seen, from which
 the open segment's fill and the next positions follow.
 """
@@ -15,15 +16,18 @@ from transformers.cache_utils import Cache
 
 
 class LM2LayerCache:
-    """One block's state: its self-attention keys/values and, in a memory block, its memory.
+    """One block's state: its self-attention keys/values, its convolution's look-back and, in a memory
+    block, its memory.
 
     ``update`` appends a call's new keys/values and returns all of them, as transformers' cache layers do;
-    ``update_memory`` stores what the memory bank returned. The block reads and writes nothing else.
+    ``update_conv`` and ``update_memory`` store what the convolution and the memory bank returned. The block
+    reads and writes nothing else.
     """
 
     def __init__(self) -> None:
         self.keys: torch.Tensor | None = None  # (B, Hkv, L, hd)
         self.values: torch.Tensor | None = None  # (B, Hkv, L, hd)
+        self.conv_state: torch.Tensor | None = None  # (B, k-1, D) last k-1 valid block inputs (short_conv)
         self.memory: torch.Tensor | None = None  # (B, N, D) memory state after the last completed segment
         self.segment: torch.Tensor | None = None  # (B, S, D) block inputs of the open segment
         # The read keys/values of the current memory state: they change only when the memory is written.
@@ -37,6 +41,9 @@ class LM2LayerCache:
         self.keys, self.values = keys, values
         return keys, values
 
+    def update_conv(self, conv_state: torch.Tensor) -> None:
+        self.conv_state = conv_state
+
     def update_memory(
         self,
         memory: torch.Tensor,
@@ -47,7 +54,7 @@ class LM2LayerCache:
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Apply fn to every tensor held (batch is dim 0 of each)."""
-        for name in ("keys", "values", "memory", "segment"):
+        for name in ("keys", "values", "conv_state", "memory", "segment"):
             t = getattr(self, name)
             if t is not None:
                 setattr(self, name, fn(t))

@@ -89,6 +89,9 @@ class LM2Config(PretrainedConfig):
         memory_read: Add the memory read to the residual stream. False is an ablation: the memory is still
             written but never read, so the model answers from attention alone (set it on a trained model,
             ``model.config.memory_read = False``, or pass it to ``from_pretrained``).
+        short_conv: 0 = off (the backbone is exactly transformers' Llama), or k >= 2: each block first adds a
+            causal depthwise convolution of kernel k over its input, ``x = x + conv(x)``: a local mixer that
+            lets a token carry its predecessors (not in the paper; see docs/design.md).
     """
 
     model_type = "lm2"
@@ -120,6 +123,7 @@ class LM2Config(PretrainedConfig):
         attention_window: int | None = None,
         memory_impl: str = "fast",
         memory_read: bool = True,
+        short_conv: int = 0,
         bos_token_id: int | None = None,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
@@ -150,6 +154,7 @@ class LM2Config(PretrainedConfig):
         self.attention_window = attention_window
         self.memory_impl = memory_impl
         self.memory_read = memory_read
+        self.short_conv = short_conv
         super().__init__(
             tie_word_embeddings=tie_word_embeddings,
             bos_token_id=bos_token_id,
@@ -241,6 +246,12 @@ class LM2Config(PretrainedConfig):
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
         if not isinstance(self.memory_read, bool):
             raise ValueError(f"memory_read must be True or False, got {self.memory_read!r}")
+        conv = self.short_conv
+        if isinstance(conv, bool) or not isinstance(conv, int) or conv < 0 or conv == 1:
+            raise ValueError(
+                "short_conv must be 0 (off) or a kernel size >= 2 (a kernel of 1 sees only the token "
+                f"itself), got {conv!r}"
+            )
         if self.memory_impl not in MEMORY_IMPLS:
             raise ValueError(f"memory_impl must be one of {MEMORY_IMPLS}, got {self.memory_impl!r}")
         layers = self.memory_layers

@@ -1,10 +1,11 @@
 """LM2: a Llama-3-style decoder whose blocks may own a memory bank (Kang et al., 2025).
 
-Block:  h = input_layernorm(x)
+Block:  x = x + ShortConv(x)                         (only with short_conv = k > 0; off by default)
+        h = input_layernorm(x)
         x = x + SelfAttn(h) + g_out * E_mem(h, M)      (the memory term only in memory blocks)
         x = x + MLP(post_attention_layernorm(x))
-With ``use_memory=False`` every block is exactly a Llama block, and the weights use transformers' Llama
-key names, so Llama checkpoints load directly.
+With ``use_memory=False`` (and no short_conv) every block is exactly a Llama block, and the weights use
+transformers' Llama key names, so Llama checkpoints load directly.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from lm2.layers import MemoryBank, RMSNorm, SegmentLayout, SelfAttention, SwiGLU, rope_cos_sin
+from lm2.layers import (
+    ConvLayout,
+    MemoryBank,
+    RMSNorm,
+    SegmentLayout,
+    SelfAttention,
+    ShortConv,
+    SwiGLU,
+    rope_cos_sin,
+)
 from lm2.models.lm2.cache_lm2 import LM2Cache, LM2LayerCache
 from lm2.models.lm2.configuration_lm2 import LM2Config
 from lm2.models.lm_head import CausalLMHeadMixin
@@ -35,6 +45,7 @@ class LM2Block(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.config = config  # the model's own config object: ``memory_read`` is read at every call
+        self.short_conv = ShortConv(config.hidden_size, config.short_conv) if config.short_conv else None
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = SelfAttention(
             config.hidden_size, config.num_attention_heads, config.num_key_value_heads
@@ -63,7 +74,16 @@ class LM2Block(nn.Module):
         mask: torch.Tensor | None,
         layout: SegmentLayout | None,
         cache: LM2LayerCache | None,
+        conv_layout: ConvLayout | None,
     ) -> torch.Tensor:
+        if self.short_conv is not None:
+            # A local mixer before anything else: each position carries its k-1 predecessors, so one
+            # attention head can find "the place this person went to" (binding) in a single layer.
+            conv_state = cache.conv_state if cache is not None else None
+            conv, conv_state = self.short_conv(x, conv_layout, conv_state)
+            if cache is not None:
+                cache.update_conv(conv_state)
+            x = x + conv  # (B, T, D)
         h = self.input_layernorm(x)  # (B, T, D), what both self-attention and memory see
         x = x + self.self_attn(h, cos, sin, mask, cache)
         if self.memory is not None:
@@ -95,8 +115,9 @@ class LM2PreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
         """Load a saved LM2 (safetensors only), refusing a memory configuration other than the saved one.
 
-        Memory fields passed as overrides (or in ``config=``) must match the checkpoint's: otherwise weights
-        would be silently dropped or re-initialised. Missing, unexpected or mismatched weights are errors.
+        Memory fields and ``short_conv`` passed as overrides (or in ``config=``) must match the checkpoint's:
+        otherwise weights would be silently dropped or re-initialised. Missing, unexpected or mismatched
+        weights are errors.
         """
         path = Path(pretrained_model_name_or_path)
         if path.is_dir():
@@ -111,6 +132,11 @@ class LM2PreTrainedModel(PreTrainedModel):
             if diff:
                 detail = ", ".join(f"{k}: saved {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
                 raise ValueError(f"{path} was saved with a different memory configuration ({detail})")
+            if config.short_conv != saved.short_conv:
+                raise ValueError(
+                    f"{path} was saved with short_conv={saved.short_conv}; it cannot be loaded with short_conv="
+                    f"{config.short_conv} (the field fixes the blocks' convolution weights): leave it unset"
+                )
             kwargs["config"] = config
         return load_every_weight(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
 
@@ -146,6 +172,8 @@ class LM2PreTrainedModel(PreTrainedModel):
             module.weight.normal_(0.0, std)
         elif isinstance(module, RMSNorm):
             module.weight.fill_(1.0)
+        elif isinstance(module, ShortConv):
+            module.reset_parameters()
         if isinstance(module, MemoryBank):
             if module.init == "learned":
                 module.initial_state.copy_(
@@ -299,9 +327,11 @@ class LM2Model(LM2PreTrainedModel):
         layout = None
         if config.memory_layer_indices:
             layout = SegmentLayout.build(valid, past_valid % config.segment_length, config.segment_length)
+        conv_layout = ConvLayout.build(valid) if config.short_conv else None
         hidden_states = [x] if output_hidden_states else []
         for block in self.layers:
-            x = block(x, cos, sin, mask, layout, None if cache is None else cache.layers[block.layer_idx])
+            layer_cache = None if cache is None else cache.layers[block.layer_idx]
+            x = block(x, cos, sin, mask, layout, layer_cache, conv_layout)
             if output_hidden_states:
                 hidden_states.append(x)
         x = self.norm(x)
@@ -349,8 +379,10 @@ class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
 
         The backbone takes the Llama weights unchanged; the new memory parameters are initialised and each
         memory read's output projection is zero, so the model's logits equal the Llama's until fine-tuning
-        opens the memory path. Backbone weights the checkpoint lacks, and checkpoint weights the model has no
-        place for, are errors; the newly initialised memory weights are logged.
+        opens the memory path. With ``short_conv=k`` the blocks' new convolutions start at zero too (conv = 0,
+        while their gradient is not), so the logits still equal the Llama's. Backbone weights the checkpoint
+        lacks, and checkpoint weights the model has no place for, are errors; the newly initialised weights
+        are logged.
         """
         llama_config, state = load_llama(path_or_model)
         config = llama_config_to_lm2(llama_config, **memory_options)
@@ -363,8 +395,8 @@ class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
         missing, unexpected = model.load_state_dict(state, strict=False)
         if config.tie_word_embeddings:
             missing = [k for k in missing if k != "lm_head.weight"]
-        new_memory = [k for k in missing if ".memory." in k]
-        backbone_missing = [k for k in missing if ".memory." not in k]
+        new = [k for k in missing if ".memory." in k or ".short_conv." in k]
+        backbone_missing = [k for k in missing if k not in new]
         if backbone_missing or unexpected:
             raise ValueError(
                 f"the Llama checkpoint does not fit the LM2 backbone: missing {backbone_missing}, unexpected {unexpected}"
@@ -373,13 +405,15 @@ class LM2ForCausalLM(CausalLMHeadMixin, LM2PreTrainedModel, GenerationMixin):
             for block in model.model.layers:
                 if block.memory is not None:
                     block.memory.o_proj.weight.zero_()
-        if new_memory:
+                if block.short_conv is not None:
+                    block.short_conv.weight.zero_()
+        if new:
             logger.info(
-                "from_llama: %d memory tensors newly initialised in blocks %s (read output projection = 0, so the "
-                "logits equal the Llama's): %s",
-                len(new_memory),
+                "from_llama: %d tensors newly initialised (memory in blocks %s, read output projection = 0; "
+                "short convolutions = 0; so the logits equal the Llama's): %s",
+                len(new),
                 config.memory_layer_indices,
-                ", ".join(new_memory),
+                ", ".join(new),
             )
         return model.to(dtype)
 

@@ -14,8 +14,9 @@ def count_parameters(config: LM2Config) -> dict[str, Any]:
     """Counts of backbone and memory parameters, in total and per block.
 
     Returns a dict with ``total``, ``backbone``, ``memory``, ``embedding``, ``lm_head`` (0 when tied to
-    the embedding), ``final_norm`` and ``blocks``: one dict per block with ``index``, ``backbone`` and
-    ``memory``. Tied weights are counted once.
+    the embedding), ``final_norm`` and ``blocks``: one dict per block with ``index``, ``backbone``,
+    ``memory`` and ``short_conv`` (the convolution's filters, part of the block's backbone). Tied weights
+    are counted once.
     """
     with torch.device("meta"):
         model = LM2ForCausalLM(config)
@@ -26,7 +27,10 @@ def count_parameters(config: LM2Config) -> dict[str, Any]:
     blocks = []
     for block in model.model.layers:
         memory = numel(block.memory)
-        blocks.append({"index": block.layer_idx, "backbone": numel(block) - memory, "memory": memory})
+        conv = numel(block.short_conv)
+        blocks.append(
+            {"index": block.layer_idx, "backbone": numel(block) - memory, "memory": memory, "short_conv": conv}
+        )
     embedding = numel(model.model.embed_tokens)
     tied = model.lm_head.weight is model.model.embed_tokens.weight
     lm_head = 0 if tied else numel(model.lm_head)
@@ -64,6 +68,8 @@ def format_breakdown(counts: dict[str, Any], title: str = "") -> str:
     ]
     for b in counts["blocks"]:
         rows.append((f"block {b['index']} backbone", b["backbone"]))
+        if b["short_conv"]:
+            rows.append(("  of which short conv", b["short_conv"]))
         if b["memory"]:
             rows.append((f"block {b['index']} memory", b["memory"]))
     rows += [

@@ -109,16 +109,24 @@ class RMTPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
         """Load a saved RMT (safetensors only, as LM2). Missing, unexpected or mismatched weights (e.g. a
-        different ``num_mem_tokens``) are errors rather than silently re-initialised."""
+        different ``num_mem_tokens`` or ``short_conv``) are errors rather than silently re-initialised."""
         path = Path(pretrained_model_name_or_path)
         if path.is_dir():
             refuse_pickles(path)
-            saved = RMTConfig.from_pretrained(path).num_mem_tokens
+            saved_config = RMTConfig.from_pretrained(path)
+            saved = saved_config.num_mem_tokens
             config = kwargs.get("config")
             asked = kwargs.get("num_mem_tokens", getattr(config, "num_mem_tokens", saved))
             if asked != saved:
                 raise ValueError(
                     f"{path} was saved with num_mem_tokens={saved}; its memory cannot be loaded as {asked} tokens"
+                )
+            conv = saved_config.short_conv
+            asked = kwargs.get("short_conv", getattr(config, "short_conv", conv))
+            if asked != conv:
+                raise ValueError(
+                    f"{path} was saved with short_conv={conv}; it cannot be loaded with short_conv={asked} "
+                    "(the field fixes the blocks' convolution weights): leave it unset"
                 )
         return load_every_weight(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
 
