@@ -230,27 +230,27 @@ class MemoryBank(nn.Module):
         h: torch.Tensor,
         layout: SegmentLayout,
         state: torch.Tensor,
-        buffer: torch.Tensor | None,
+        pending: torch.Tensor | None,
         state_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Read for every valid token of h (B, T, D) and write every completed segment.
 
-        state: (B, N, D) memory before the call; buffer: (B, S, D) block inputs of the open segment
+        state: (B, N, D) memory before the call; pending: (B, S, D) block inputs of the open segment
         (first ``layout.fill`` rows used) or None when nothing is open; state_kv: the state's read
         keys/values if known. Returns the gated read-out (B, T, D) (zero at padding), the final state
-        (B, N, D), the new open-segment buffer (B, S, D) and the final state's keys/values (None when a
-        write made them unknown).
+        (B, N, D), the new pending inputs of the open segment (B, S, D) and the final state's keys/values
+        (None when a write made them unknown).
         """
         if self.impl == "fast":
-            return self.forward_fast(h, layout, state, buffer, state_kv)
-        return (*self.forward_naive(h, layout, state, buffer), None)
+            return self.forward_fast(h, layout, state, pending, state_kv)
+        return (*self.forward_naive(h, layout, state, pending), None)
 
     def forward_fast(
         self,
         h: torch.Tensor,
         layout: SegmentLayout,
         state: torch.Tensor,
-        buffer: torch.Tensor | None,
+        pending: torch.Tensor | None,
         state_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         B, T, D = h.shape
@@ -259,17 +259,17 @@ class MemoryBank(nn.Module):
             # Nothing is written (decoding between writes, short pieces): every token reads the state it
             # started with, reusing the state's keys/values, and only the open segment grows. Buffer rows
             # past the fill are never read (the grid below masks them), so they need no clearing here.
-            open_segment = h.new_zeros(B, S, D) if buffer is None else buffer.to(h.dtype)
+            open_segment = h.new_zeros(B, S, D) if pending is None else pending.to(h.dtype)
             if layout.all_valid:
                 # Token t of every sample lands in column fill + t (no write: it stays below S).
-                new_buffer = open_segment.scatter(1, layout.append_columns.expand(B, T, D), h)
+                new_pending = open_segment.scatter(1, layout.append_columns.expand(B, T, D), h)
             else:
-                new_buffer = open_segment.index_put((layout.b_idx, layout.col), h[layout.b_idx, layout.t_idx])
+                new_pending = open_segment.index_put((layout.b_idx, layout.col), h[layout.b_idx, layout.t_idx])
             kv = state_kv if state_kv is not None else self.keys_values(state)
             out = self.read(h, state, kv)
             if not layout.all_valid:
                 out = torch.where(layout.valid[..., None], out, torch.zeros_like(out))
-            return out, state, new_buffer, kv
+            return out, state, new_pending, kv
 
         # Grid of segments (B, G+1, S, D); the spare last row is the empty open segment after an exact fill.
         if layout.dense and T == G * S:
@@ -279,9 +279,9 @@ class MemoryBank(nn.Module):
             grid = F.pad(h, (0, 0, 0, (G + 1) * S - T)).view(B, G + 1, S, D)
         else:
             grid = h.new_zeros(B, G + 1, S, D)
-            if buffer is not None:
+            if pending is not None:
                 open_rows = torch.arange(S, device=h.device)[None, :] < layout.fill[:, None]  # (B, S)
-                first = torch.where(open_rows[..., None], buffer.to(h.dtype), grid[:, 0])
+                first = torch.where(open_rows[..., None], pending.to(h.dtype), grid[:, 0])
                 grid = torch.cat([first[:, None], grid[:, 1:]], dim=1)
             grid = grid.index_put((layout.b_idx, layout.row, layout.col), h[layout.b_idx, layout.t_idx])
 
@@ -310,9 +310,9 @@ class MemoryBank(nn.Module):
             )
 
         if grid.shape[1] == G:
-            new_buffer = h.new_zeros(B, S, D)
+            new_pending = h.new_zeros(B, S, D)
         else:
-            new_buffer = grid[torch.arange(B, device=h.device), layout.n_writes]  # (B, S, D)
+            new_pending = grid[torch.arange(B, device=h.device), layout.n_writes]  # (B, S, D)
         if G == 1:
             # Every token of the call reads the state it started with (the piece ends exactly at a segment
             # boundary): read from h directly, instead of from a grid row.
@@ -320,7 +320,7 @@ class MemoryBank(nn.Module):
             out = self.read(h, states[0], kv)
             if not layout.all_valid:
                 out = torch.where(layout.valid[..., None], out, torch.zeros_like(out))
-            return out, state, new_buffer, None  # a write made the new keys/values unknown
+            return out, state, new_pending, None  # a write made the new keys/values unknown
 
         # Every read at once: grid row g reads the state after g writes.
         read_states = torch.stack(states[:G], dim=1)  # (B, G, N, D)
@@ -332,18 +332,18 @@ class MemoryBank(nn.Module):
             out = r.new_zeros(B, T, D).index_put(
                 (layout.b_idx, layout.t_idx), r[layout.b_idx, layout.row, layout.col]
             )
-        return out, state, new_buffer, None  # G > 1: some sample wrote, its new keys/values are not known
+        return out, state, new_pending, None  # G > 1: some sample wrote, its new keys/values are not known
 
     def forward_naive(
-        self, h: torch.Tensor, layout: SegmentLayout, state: torch.Tensor, buffer: torch.Tensor | None
+        self, h: torch.Tensor, layout: SegmentLayout, state: torch.Tensor, pending: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, D = h.shape
         S = layout.segment_length
-        outs, finals, buffers = [], [], []
+        outs, finals, pendings = [], [], []
         for b in range(B):
             m = state[b : b + 1]  # (1, N, D)
             open_segment = (
-                [buffer[b, i].to(h.dtype) for i in range(int(layout.fill[b]))] if buffer is not None else []
+                [pending[b, i].to(h.dtype) for i in range(int(layout.fill[b]))] if pending is not None else []
             )
             rows = []
             for t in range(T):
@@ -359,5 +359,5 @@ class MemoryBank(nn.Module):
             outs.append(torch.stack(rows))
             finals.append(m[0])
             padding = [h.new_zeros(D)] * (S - len(open_segment))
-            buffers.append(torch.stack(open_segment + padding))
-        return torch.stack(outs), torch.stack(finals), torch.stack(buffers)
+            pendings.append(torch.stack(open_segment + padding))
+        return torch.stack(outs), torch.stack(finals), torch.stack(pendings)

@@ -29,7 +29,7 @@ class LM2LayerCache:
         self.values: torch.Tensor | None = None  # (B, Hkv, L, hd)
         self.conv_state: torch.Tensor | None = None  # (B, k-1, D) last k-1 valid block inputs (short_conv)
         self.memory: torch.Tensor | None = None  # (B, N, D) memory state after the last completed segment
-        self.segment: torch.Tensor | None = None  # (B, S, D) block inputs of the open segment
+        self.pending: torch.Tensor | None = None  # (B, S, D) block inputs of the open segment, not yet written
         # The read keys/values of the current memory state: they change only when the memory is written.
         self.memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -47,14 +47,14 @@ class LM2LayerCache:
     def update_memory(
         self,
         memory: torch.Tensor,
-        segment: torch.Tensor | None,
+        pending: torch.Tensor | None,
         memory_kv: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> None:
-        self.memory, self.segment, self.memory_kv = memory, segment, memory_kv
+        self.memory, self.pending, self.memory_kv = memory, pending, memory_kv
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Apply fn to every tensor held (batch is dim 0 of each)."""
-        for name in ("keys", "values", "conv_state", "memory", "segment"):
+        for name in ("keys", "values", "conv_state", "memory", "pending"):
             t = getattr(self, name)
             if t is not None:
                 setattr(self, name, fn(t))

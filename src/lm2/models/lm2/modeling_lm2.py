@@ -90,11 +90,11 @@ class LM2Block(nn.Module):
             state = cache.memory if cache is not None else None
             if state is None:
                 state = self.memory.initial(x.shape[0], x.device, x.dtype)
-            segment = cache.segment if cache is not None else None
+            pending = cache.pending if cache is not None else None
             state_kv = cache.memory_kv if cache is not None else None
-            read, state, segment, state_kv = self.memory(h, layout, state, segment, state_kv)
+            read, state, pending, state_kv = self.memory(h, layout, state, pending, state_kv)
             if cache is not None:
-                cache.update_memory(state, segment, state_kv)
+                cache.update_memory(state, pending, state_kv)
             if self.memory.diagnostics is not None:
                 ratio = read.detach().norm(dim=-1) / x.detach().norm(dim=-1).clamp_min(1e-12)
                 self.memory.diagnostics["read_ratio"].append(ratio)  # (B, T)
