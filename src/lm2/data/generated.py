@@ -24,6 +24,14 @@ from lm2.data.qa import fact_token_mask, prompt_fact_spans
 
 STORY_TRIES = 1000  # stories drawn for one sample before ``generate.story_facts`` is declared unmet
 VALID_STREAM = 2**31 - 1  # the stage number of generated validation samples: no curriculum stage has it
+BATCH_FILLER = 2**31 - 2  # the row number of a step's shared filler draw (``filler_per: batch``): no row has it
+
+
+def draw_filler(gen: Any, rng: np.random.Generator) -> int:
+    """Filler tokens for one context: uniform over ``filler_range`` if set, else one of ``filler``."""
+    if gen.filler_range is not None:
+        return int(rng.integers(gen.filler_range[0], gen.filler_range[1] + 1))
+    return int(gen.filler[int(rng.integers(len(gen.filler)))])
 
 
 class GeneratedQA:
@@ -69,10 +77,7 @@ class GeneratedQA:
     def context(self, facts: Sequence[str], supporting: Sequence[int], gen: Any, rng: np.random.Generator
                 ) -> dict[str, Any]:  # fmt: skip
         """``facts`` and ``F`` filler tokens laid out as ``gen`` says: ``input`` and where the facts are."""
-        if gen.filler_range is not None:
-            filler = int(rng.integers(gen.filler_range[0], gen.filler_range[1] + 1))
-        else:
-            filler = int(gen.filler[int(rng.integers(len(gen.filler)))])
+        filler = draw_filler(gen, rng)
         pieces, counts, _ = take_background(self.background, self.counter, rng, filler)
         gaps = choose_gaps(counts, len(facts), supporting, rng, gen.placement, gen.min_fact_distance)
         text, total, positions = assemble_input(facts, self._count(facts), pieces, counts, gaps, self.counter)
@@ -161,7 +166,14 @@ class GeneratedQA:
         return out
 
     def batch(self, gen: Any, seed: int, stage: int, step: int, rows: Sequence[int]) -> Batch:
-        """Rows ``rows`` of the global batch of optimizer step ``step`` of curriculum stage ``stage``."""
+        """Rows ``rows`` of the global batch of optimizer step ``step`` of curriculum stage ``stage``.
+
+        With ``gen.filler_per == "batch"`` every row of the step has the same filler, drawn from the step's key
+        alone, so the processes and micro-batches that share a step agree on it.
+        """
+        if gen.filler_per == "batch":
+            filler = draw_filler(gen, np.random.default_rng([seed, stage, step, BATCH_FILLER]))
+            gen = dataclasses.replace(gen, filler=[filler], filler_range=None, filler_per="sample")
         examples = self.encode([self.rows(gen, (seed, stage, step, int(r))) for r in rows])
         return collate_masked(examples, self.pad_id)
 

@@ -8,6 +8,7 @@ the single place where a configuration is judged.
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,9 @@ class GenerateConfig:
     # background tokens per sample: one drawn uniformly
     filler: list[int] = field(default_factory=lambda: [0])
     filler_range: list[int] | None = None  # [lo, hi]: draw the filler uniformly from lo..hi instead
+    # "sample": each sample draws its own filler; "batch": one draw per optimizer step for the whole batch
+    # (no padding between rows of different lengths; the draws still cover the range over the steps)
+    filler_per: Literal["sample", "batch"] = "sample"
     placement: Literal["first", "scattered"] = "first"  # facts, then filler | facts in random gaps of it
     min_fact_distance: int = 0  # scattered: facts up to the last supporting one this many tokens from the end
     # [lo, hi]: facts per sample = the supporting facts + other facts of the story drawn at random (in
@@ -91,11 +95,32 @@ class DataConfig:
 
 @dataclass
 class StageConfig:
-    steps: int = 0  # optimizer steps spent in this stage
+    steps: int = 0  # optimizer steps spent in this stage (with ``advance_when``: at most this many)
     lengths: list[str] | None = None  # babilong: keep rows of these lengths ("0k", "1k", ...); None = all
     seq_len: int | None = None  # text: tokens per training window
     name: str | None = None
     generate: dict[str, Any] | None = None  # data.kind generate: fields of data.generate for this stage
+    # "METRIC >= X" or "METRIC <= X" on a validation metric (val_acc, val_acc_filler1024, val_loss, ...): the
+    # stage ends at the first validation (train.eval_every) that meets it, and the next starts from there
+    advance_when: str | None = None
+
+    def advance_rule(self) -> tuple[str, str, float] | None:
+        """(metric, ">=" or "<=", threshold) of ``advance_when``, None without one."""
+        if self.advance_when is None:
+            return None
+        parts = self.advance_when.split()
+        if len(parts) != 3 or parts[1] not in (">=", "<=") or not parts[0].startswith("val_"):
+            raise ValueError(
+                f"advance_when must read 'METRIC >= X' or 'METRIC <= X' with a validation metric (val_acc, "
+                f"val_acc_filler1024, val_loss, ...), got {self.advance_when!r}"
+            )
+        try:
+            threshold = float(parts[2])
+        except ValueError:
+            raise ValueError(f"advance_when: {parts[2]!r} is not a number") from None
+        if not math.isfinite(threshold):
+            raise ValueError(f"advance_when: the threshold must be finite, got {parts[2]}")
+        return parts[0], parts[1], threshold
 
 
 @dataclass
@@ -214,6 +239,14 @@ class Config:
                 raise ValueError(f"curriculum[{i}].generate applies to data.kind 'generate' only")
             if d.kind == "generate" and s.lengths is not None:
                 raise ValueError(f"curriculum[{i}].lengths applies to BABILong rows; use generate.filler")
+            try:
+                rule = s.advance_rule()
+            except ValueError as err:
+                raise ValueError(f"curriculum[{i}].{err}") from None
+            if rule is not None and not r.eval_every:
+                raise ValueError(
+                    f"curriculum[{i}].advance_when needs validation during the stage: set train.eval_every"
+                )
         if d.kind == "generate":
             _check_generate(d.generate, "data.generate")
             for i in range(len(self.curriculum)):
@@ -260,6 +293,7 @@ def _check_generate(g: GenerateConfig, where: str) -> None:
         get_generator(task)
     _choice(f"{where}.placement", g.placement, GENERATE_PLACEMENTS)
     _choice(f"{where}.questions", g.questions, GENERATE_QUESTIONS)
+    _choice(f"{where}.filler_per", g.filler_per, ("sample", "batch"))
     for name in ("filler", "valid_filler"):
         values = getattr(g, name)
         if values is not None and (not values or any(v < 0 for v in values)):

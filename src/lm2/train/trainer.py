@@ -133,6 +133,9 @@ class Trainer:
         )  # fmt: skip
         self.scaler = torch.amp.GradScaler("cuda") if r.precision == "fp16" else None
         self.step = 0
+        # The global step at which each curriculum stage began, as far as known: a stage that ends early (its
+        # advance_when met) records where the next began; past the last entry stages follow their budgets.
+        self.stage_starts = [0]
         self.resumed_from: Path | None = None
         if resume and existing:
             self._resume(existing[-1])
@@ -182,6 +185,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.stage_starts = list(state.get("data_position", {}).get("stage_starts", [0]))
         self.resumed_from = path
         if self.main:
             print(
@@ -215,9 +219,20 @@ class Trainer:
 
     # -- batches -------------------------------------------------------------------------------------
 
+    def position(self, step: int) -> tuple[int, int]:
+        """(curriculum stage, step within it) of global step ``step``; the stage is len(curriculum) past the end."""
+        budgets = [stage.steps for stage in self.cfg.curriculum]
+        i = max(k for k, start in enumerate(self.stage_starts) if start <= step)
+        within = step - self.stage_starts[i]
+        if i == len(self.stage_starts) - 1:  # the stages after the last known start follow their budgets
+            while i < len(budgets) and within >= budgets[i]:
+                within -= budgets[i]
+                i += 1
+        return i, within
+
     def micro_batches(self, step: int) -> list[Batch]:
         """This process's micro-batches of optimizer step ``step``."""
-        stage, stage_step = self.cfg.stage_at(step)
+        stage, stage_step = self.position(step)
         r = self.cfg.train
         rows = np.arange(self.rank * r.batch_size // self.world, (self.rank + 1) * r.batch_size // self.world)
         chunks = [rows[j * self.micro : (j + 1) * self.micro] for j in range(r.grad_accum)]
@@ -290,7 +305,7 @@ class Trainer:
                 )
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stage, _ = self.cfg.stage_at(step)
+        stage, _ = self.position(step)
         return {
             "step": step + 1,
             "stage": stage,
@@ -319,7 +334,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """The data source's validation metrics: validation loss, and for question answering the exact-answer
         accuracy (teacher-forced argmax); for running text the perplexity."""
-        stage, _ = self.cfg.stage_at(min(self.step, self.cfg.total_steps - 1))
+        stage = min(self.position(self.step)[0], len(self.cfg.curriculum) - 1)
         self.model.eval()
         try:
             return self.source.validate(self._score, stage, self.micro)
@@ -339,13 +354,14 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        stage, stage_step = self.cfg.stage_at(self.step - 1)
+        stage, stage_step = self.position(self.step - 1)
         return {
             "config": self.cfg.to_dict(),
             "world_size": self.world,
             "data_position": {
                 "stage": stage,
                 "stage_step": stage_step + 1,
+                "stage_starts": self.stage_starts,
                 "sequences": self.step * self.cfg.train.batch_size,
             },
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -388,6 +404,35 @@ class Trainer:
             self.folder.log.unlink(missing_ok=True)
         return open(self.folder.log, "a", encoding="utf-8")
 
+    def _advance(self, stage: int, done: int, results: dict[str, float], log: Any) -> bool:
+        """End stage ``stage`` (``done`` steps into it) now if its ``advance_when`` is met by ``results``; every
+        process takes the decision the first one made on its validation."""
+        rule = self.cfg.curriculum[stage].advance_rule()
+        if rule is None or done >= self.cfg.curriculum[stage].steps:  # no rule, or its budget ends it anyway
+            return False
+        metric, op, threshold = rule
+        value = results.get(metric)
+        if self.main and results and value is None:
+            raise ValueError(
+                f"curriculum[{stage}].advance_when names {metric}, which validation does not report; it reports "
+                f"{', '.join(results)}"
+            )
+        met = value is not None and (value >= threshold if op == ">=" else value <= threshold)
+        (votes,) = self._all_sum(float(met))
+        if not votes:
+            return False
+        budgets = [s.steps for s in self.cfg.curriculum]
+        while len(self.stage_starts) <= stage:  # stages that began at their predecessor's budget
+            self.stage_starts.append(self.stage_starts[-1] + budgets[len(self.stage_starts) - 1])
+        self.stage_starts.append(self.step)  # where stage + 1 begins
+        if self.main:
+            name = self.cfg.curriculum[stage].name or f"stage {stage}"
+            record = {"step": self.step, "stage_end": stage, "name": name, "after": done,
+                      "reason": f"{metric} {value:.4f} {op} {threshold:g}"}  # fmt: skip
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        return True
+
     def run(self) -> dict[str, Any]:
         cfg, r = self.cfg, self.cfg.train
         total = cfg.total_steps
@@ -408,16 +453,20 @@ class Trainer:
                 bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         last_metrics: dict[str, Any] = {}
         window_tokens, window_start = 0, time.perf_counter()
+        n_stages = len(cfg.curriculum)
         try:
             self.model.train()
-            while self.step < total:
+            while self.position(self.step)[0] < n_stages:
+                stage, stage_step = self.position(self.step)
                 metrics = self.train_step(self.step)
                 self.step += 1
+                # the run ends with its last stage: at its budget, or early when its advance_when is met
+                final = self.position(self.step)[0] == n_stages
                 window_tokens += metrics["tokens"]
                 elapsed = time.perf_counter() - window_start
                 metrics["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
                 last_metrics = metrics
-                if self.step % r.log_every == 0 or self.step == total:
+                if self.step % r.log_every == 0 or final:
                     if self.main:
                         memory = memory_report(self.model, self._on_device(self.micro_batches(self.step - 1)[0]),
                                                self._autocast)  # fmt: skip
@@ -438,7 +487,8 @@ class Trainer:
                         tok_s=f"{metrics['tokens_per_s']:.0f}",
                         lr=f"{metrics['lr']:.2e}",
                     )
-                if (r.eval_every and self.step % r.eval_every == 0) or self.step == total:
+                advanced = False
+                if (r.eval_every and self.step % r.eval_every == 0) or final:
                     results = self.evaluate() if self.main else {}
                     if results and self.main:
                         log.write(json.dumps({"step": self.step, **results}) + "\n")
@@ -450,7 +500,10 @@ class Trainer:
                                 f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items())
                             )
                     last_metrics.update(results)
-                if (r.save_every and self.step % r.save_every == 0) or self.step == total:
+                    if not final:
+                        advanced = self._advance(stage, stage_step + 1, results, log)
+                        final = self.position(self.step)[0] == n_stages
+                if (r.save_every and self.step % r.save_every == 0) or final or advanced:
                     self.save()
         finally:
             if bar is not None:
