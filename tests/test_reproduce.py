@@ -210,14 +210,14 @@ def test_a_parallel_study_equals_the_sequential_one_and_names_a_failed_unit(
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         (CONFIG_DIR / "smoke.yaml").read_text().replace(
-            'ppl_data: "synthetic:3"', f"ppl_data: {tmp_path}/no-book.txt"
+            "ppl_max_tokens: 300", "ppl_max_tokens: 1"
         )
     )
     capsys.readouterr()
     args = ["reproduce", "--scale", str(bad), "--out", str(par), "--only", "table2", "--jobs", "2"]
     assert main(args) == 2
     out = capsys.readouterr()
-    assert "ppl:lm2:s0: not found:" in out.err and "no-book.txt" in out.err
+    assert "ppl:lm2:s0: no tokens were scored" in out.err
     assert "train:lm2:s0: finished earlier, kept" in out.out
     assert (par / "units/train/lm2/s0/DONE.json").is_file() and not (par / "units/ppl").exists()
     assert main(["reproduce", "--scale", "smoke", "--out", str(par), "--jobs", "0"]) == 2

@@ -38,8 +38,9 @@ def analyze_memory(
     from lm2.analysis.roles import roles_markdown
     from lm2.analysis.run import ANALYSIS_JSON, HEATMAPS, run_analysis
     from lm2.data.rows import select_rows
-    from lm2.eval.model_folder import load_model_and_tokenizer
+    from lm2.eval.model_folder import load_model_and_tokenizer, resolve_device
 
+    resolve_device(device)  # a wrong --device is one line before any work
     if (text is None) == (sample is None):
         raise ValueError("give exactly one of --text (a prompt) or --sample (BABILong rows)")
     if samples < 1:

@@ -60,8 +60,9 @@ def eval_babilong(
     """
     from lm2.data.rows import missing_sets, select_rows
     from lm2.eval.babilong import Candidate, evaluate, make_retriever, to_markdown
-    from lm2.eval.model_folder import check_checkpoint, load_model_and_tokenizer
+    from lm2.eval.model_folder import check_checkpoint, load_model_and_tokenizer, resolve_device
 
+    resolve_device(device)  # a wrong --device is one line before any work
     dirs = [Path(p) for p in comma_list(model)]
     if not dirs:
         raise ValueError("--model needs at least one checkpoint folder")
@@ -115,8 +116,9 @@ def eval_mmlu(
         dtype: float32, bfloat16 or float16.
     """
     from lm2.eval.mmlu import evaluate_mmlu, read_split, to_markdown
-    from lm2.eval.model_folder import load_model_and_tokenizer, model_name
+    from lm2.eval.model_folder import load_model_and_tokenizer, model_name, resolve_device
 
+    resolve_device(device)  # a wrong --device is one line before any work
     if out:
         check_out_folder(out, "mmlu.json and mmlu.md")
     questions = read_split(data, split)
@@ -166,9 +168,10 @@ def eval_ppl(
         dtype: float32, bfloat16 or float16.
     """
     from lm2.data.texts import text_sources
-    from lm2.eval.model_folder import load_model_and_tokenizer, model_name
+    from lm2.eval.model_folder import load_model_and_tokenizer, model_name, resolve_device
     from lm2.eval.ppl import perplexity, to_markdown
 
+    resolve_device(device)  # a wrong --device is one line before any work
     files = text_sources(comma_list(data))
     if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
@@ -212,7 +215,9 @@ def eval_harness(
         dtype: float32, bfloat16 or float16.
     """
     from lm2.eval.harness import run_harness
+    from lm2.eval.model_folder import resolve_device
 
+    resolve_device(device)  # a wrong --device is one line before any work
     names = comma_list(tasks)
     if not names:
         raise ValueError("--tasks needs at least one harness task name")

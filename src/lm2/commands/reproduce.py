@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
 from lm2.utils.io import atomic_write_text
+from lm2.utils.lock import FolderLock
 from lm2.utils.text import comma_list
 
 
@@ -56,10 +58,16 @@ def reproduce(
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     out = Path(out)
+    if not dry_run and importlib.util.find_spec("matplotlib") is None:  # before any unit, not at the last
+        raise ValueError(
+            "lm2 reproduce draws its figures with matplotlib, which is not installed: pip install 'lm2[plots]' "
+            "(or use --dry-run)"
+        )
     if replot:
         if not (out / "results.json").is_file():
             raise FileNotFoundError(f"{out}/results.json not found: run the study before --replot")
-        replot_report(out)
+        with FolderLock(out):
+            replot_report(out)
         print(f"redrew the figures and {out}/report.md, {out}/report.html from {out}/results.json")
         return
     path = scale_path(scale)
@@ -69,12 +77,13 @@ def reproduce(
     if dry_run:
         study.dry_run(parts)
         return
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / SCALE_COPY, path.read_text(encoding="utf-8"))
-    start = time.perf_counter()
-    study.run(parts, jobs)
-    command = "lm2 reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else None
-    assemble(study, parts, time.perf_counter() - start, command)
+    cfg.check_inputs()
+    with FolderLock(out):  # one study writes a folder at a time
+        atomic_write_text(out / SCALE_COPY, path.read_text(encoding="utf-8"))
+        start = time.perf_counter()
+        study.run(parts, jobs)
+        command = "lm2 reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else None
+        assemble(study, parts, time.perf_counter() - start, command)
     print(
         f"kept {len(study.kept)} finished units, ran {len(study.ran)}; report: {out}/report.md, {out}/report.html"
     )

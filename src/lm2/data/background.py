@@ -308,6 +308,14 @@ def synthetic_background(num_sentences: int = 200_000, seed: int = 0) -> Backgro
     return Background(name=SYNTHETIC, sentences=sentences, documents=[f"synthetic(seed={seed})"])
 
 
+def background_paths(spec: str) -> list[str]:
+    """The local files or folders a ``--background`` value names (none for ``synthetic`` and ``pg19``)."""
+    spec = spec.strip()
+    if spec in (SYNTHETIC, "pg19"):
+        return []
+    return [spec[len("pg19:") :]] if spec.startswith("pg19:") else comma_list(spec)
+
+
 def load_background(spec: str, seed: int = 0, min_sentences: int = 200_000) -> Background:
     """Resolve a ``--background`` value: ``synthetic``, ``pg19``, ``pg19:FOLDER``, or file/folder paths.
 

@@ -28,10 +28,10 @@ from typing import Any
 from lm2.data.babi.types import check_task
 from lm2.data.background import MissingDependency
 from lm2.data.lengths import length_name, parse_length
+from lm2.data.schema import check_row
 from lm2.utils.io import read_jsonl
 
 HUB_REPO = "RMT-team/babilong"
-REQUIRED = ("input", "question", "target")
 
 
 def _pyarrow() -> Any:
@@ -96,9 +96,7 @@ def _read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _to_row(record: dict[str, Any], task: str, length: int, source: str, where: str) -> dict[str, Any]:
-    missing = [k for k in REQUIRED if k not in record]
-    if missing:
-        raise ValueError(f"{where}: a row lacks {missing}; BABILong rows need {list(REQUIRED)}")
+    check_row(record, where)
     row = dict(record)
     row["task"] = task
     row["length"] = length

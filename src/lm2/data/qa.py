@@ -73,9 +73,12 @@ class QADataset:
                     f"row {i} ({rows[i].get('task', '?')}): the answer {rows[i]['target']!r} has no tokens"
                 )
             if max_tokens is not None and len(ids) > max_tokens:
+                row = rows[i]
                 raise ValueError(
-                    f"row {i} ({rows[i].get('task', '?')}, length {rows[i].get('length', '?')}) has {len(ids)} "
-                    f"tokens, more than data.max_tokens = {max_tokens}"
+                    f"row {row.get('id', i)} ({row.get('task', '?')}, length {row.get('length', '?')}) has "
+                    f"{len(ids)} tokens, more than data.max_tokens = {max_tokens}: one forward over a row holds "
+                    "its activations for every token, so memory grows with it; raise data.max_tokens to train "
+                    "on it (with train.tbptt_segments set, memory is bounded by a piece), or leave the row out"
                 )
             self.examples.append((np.asarray(ids, dtype=np.int64), len(p)))
         self.lengths = [length_label(r.get("length", "0k")) for r in self.rows]

@@ -27,7 +27,8 @@ from typing import Any
 from lm2.data.babi.format import find_task_file, read_stories, task_from_filename
 from lm2.data.babi.types import check_task, parse_tasks
 from lm2.data.lengths import length_label, length_tokens, parse_length
-from lm2.data.published import REQUIRED, load_published
+from lm2.data.published import load_published
+from lm2.data.schema import check_row
 from lm2.utils.io import iter_jsonl
 from lm2.utils.text import comma_list
 
@@ -40,20 +41,18 @@ def task_order(task: str) -> int:
     return int(task[2:])
 
 
-def _check_fields(row: dict[str, Any], where: str, extra: tuple[str, ...] = ()) -> None:
-    missing = [k for k in REQUIRED + extra if k not in row]
-    if missing:
-        raise ValueError(f"{where}: row lacks {', '.join(missing)} (rows need {', '.join(REQUIRED + extra)})")
-
-
 def read_generated(path: Path) -> Iterator[Row]:
     """Rows of one JSONL file from ``lm2 data babilong``."""
+    empty = True
     for lineno, row in iter_jsonl(path):
-        _check_fields(row, f"{path}:{lineno}", ("task", "length"))
+        empty = False
+        check_row(row, f"{path}:{lineno}", ("task", "length"))
         task = check_task(str(row["task"]))
         length = length_label(row.get("length_name", row["length"]))
         rid = f"{path.stem}:{row.get('id', lineno)}"  # ids need only be unique within their file
         yield {**row, "id": rid, "task": task, "length": length}
+    if empty:
+        raise ValueError(f"{path}: no rows (the file is empty); give a JSONL file with one row per line")
 
 
 def _kind(name: str) -> str | None:

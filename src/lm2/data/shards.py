@@ -17,7 +17,7 @@ import torch
 
 from lm2.data.batch import Batch
 from lm2.data.texts import read_text_source, text_sources
-from lm2.utils.io import atomic_write, atomic_write_text
+from lm2.utils.io import atomic_write, atomic_write_text, remove_temporaries
 
 
 def prepare_text(
@@ -36,6 +36,7 @@ def prepare_text(
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
     files = text_sources(inputs)
+    remove_temporaries(out)  # a shard half-written by a killed run is never read, but would stay forever
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token: documents could not be separated")

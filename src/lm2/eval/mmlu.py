@@ -110,6 +110,8 @@ def _read_csv(path: Path, subject: str) -> list[Question]:
             if letter not in LETTERS:
                 raise ValueError(f"{path}:{lineno}: answer {rec[5]!r} is not one of A, B, C, D")
             out.append(Question(subject, rec[0], tuple(rec[1:5]), LETTERS.index(letter)))  # type: ignore[arg-type]
+    if not out:
+        raise ValueError(f"{path}: no questions (the file is empty); give MMLU CSVs with one question a line")
     return out
 
 

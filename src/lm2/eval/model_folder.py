@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lm2.models.loading import check_causal
 from lm2.run_folder import MANIFEST, OPTIMIZER, STATE, checkpoint_step, resolve_model_dir, verify_checkpoint
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -100,13 +101,24 @@ def _safetensors_data_end(file: Path) -> int:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+    """'auto' -> cuda when available, else cpu; 'cpu', 'cuda' or 'cuda:N' checked against this machine."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from err
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: lm2 runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this machine's torch sees no CUDA device; use auto or cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 .. "
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
+    return resolved
 
 
 def load_model_and_tokenizer(
@@ -117,7 +129,9 @@ def load_model_and_tokenizer(
 
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    target = resolve_device(device)  # before any loading: a wrong device is one line, not minutes later
     path = check_checkpoint(path)
+    check_causal(json.loads((path / "config.json").read_text(encoding="utf-8")), path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     except (ValueError, KeyError) as err:
@@ -127,8 +141,14 @@ def load_model_and_tokenizer(
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as err:  # tokenizers raises bare Exceptions on corrupt JSON
         raise ValueError(f"{path}: cannot load the tokenizer: {err}") from err
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(
+            f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has "
+            f"{model.config.vocab_size}: they were not trained together (its ids past {model.config.vocab_size - 1} "
+            "have no embedding); give the tokenizer saved with the model"
+        )
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ValueError(f"{path}: the tokenizer has neither a pad nor an eos token; batching needs one")
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(resolve_device(device)).eval(), tokenizer
+    return model.to(target).eval(), tokenizer

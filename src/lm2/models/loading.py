@@ -130,3 +130,20 @@ def load_llama(path_or_model: Any) -> tuple[dict, dict[str, torch.Tensor]]:
     for file in sorted(path.glob("*.safetensors")):
         state.update(load_file(file))
     return json.loads((path / "config.json").read_text()), state
+
+
+NOT_CAUSAL = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+              "ForMultipleChoice", "ForPreTraining", "ForNextSentencePrediction")  # fmt: skip
+
+
+def check_causal(config: dict[str, Any], where: str | os.PathLike) -> None:
+    """Refuse a model that does not predict the next token (a masked LM, an encoder-decoder, a classifier):
+    scored as a causal LM it would give numbers without meaning, and no error."""
+    architectures = config.get("architectures") or []
+    if config.get("is_encoder_decoder"):
+        raise ValueError(f"{where}: an encoder-decoder model ({config.get('model_type')}); lm2 needs a causal LM")
+    if architectures and all(a.endswith(NOT_CAUSAL) for a in architectures):
+        raise ValueError(
+            f"{where}: a {architectures[0]}, not a causal language model (its head does not predict the next "
+            "token); lm2 evaluates and trains causal LMs (LM2, RMT, Llama-style ...ForCausalLM)"
+        )

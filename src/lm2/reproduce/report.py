@@ -233,9 +233,14 @@ def _metric_label(metric: str) -> str:
 def replot_report(out: str | Path) -> None:
     """Redraw the figures and rewrite report.md and report.html from OUT/results.json."""
     out = Path(out)
-    results = json.loads((out / RESULTS).read_text(encoding="utf-8"))
-    figures = draw_figures(out, results)
-    blocks = document(results, figures, out)
+    try:
+        results = json.loads((out / RESULTS).read_text(encoding="utf-8"))
+        figures = draw_figures(out, results)
+        blocks = document(results, figures, out)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, IndexError) as err:
+        # a results.json edited by hand or written by something else: name it instead of a traceback
+        detail = f"missing {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise ValueError(f"{out / RESULTS}: not a results.json of lm2 reproduce ({detail})") from None
     atomic_write_text(out / "report.md", to_markdown(blocks, out))
     atomic_write_text(out / "report.html", to_html(blocks))
 

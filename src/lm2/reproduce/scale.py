@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import glob
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lm2.data.background import SYNTHETIC, background_paths
 from lm2.data.make import BabilongSpec, TokenizerSpec
 from lm2.shipped import SCALES
 from lm2.train.config import Config, DataConfig, apply_override
@@ -136,7 +136,7 @@ class ScaleConfig:
             path = Path(spec.config)
             if not path.is_file():
                 raise FileNotFoundError(f"arm {arm}: training config not found: {path}")
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = read_yaml_mapping(path)
         else:
             data = copy.deepcopy(self.base)
         for key, value in spec.set.items():
@@ -206,6 +206,30 @@ class ScaleConfig:
             return spec.validate()
         except ValueError as err:
             raise ValueError(f"data.{split}: {err}") from None
+
+    def check_inputs(self) -> None:
+        """Refuse, before any unit runs, a file or folder the scale names that is not there (a path holding a
+        placeholder is made by the study itself and is not checked)."""
+        wanted: list[tuple[str, str]] = []  # (where in the scale, path)
+        sections = [("tokenizer", self.tokenizer), *((f"data.{k}", v) for k, v in self.data.items())]
+        if self.text.tokenizer:
+            sections.append(("text.tokenizer", self.text.tokenizer))
+        for where, section in sections:
+            wanted += [(f"{where}.background", p) for p in background_paths(str(section.get("background", "")))]
+            wanted += [(f"{where}.babi", str(section["babi"]))] if section.get("babi") else []
+        for where, spec in (("text.inputs", self.text.inputs), ("text.valid", self.text.valid),
+                            ("table2.ppl_data", self.table2.ppl_data)):  # fmt: skip
+            wanted += [(where, p) for p in comma_list(spec) if not p.startswith(SYNTHETIC)]
+        if self.table2.mmlu_data:
+            wanted.append(("table2.mmlu_data", self.table2.mmlu_data))
+        for arm in self.arms:
+            generate = (self.training_config(arm, 0, study_paths("WORK", self)).get("data") or {}).get("generate")
+            if generate and generate.get("background"):
+                where = f"arm {arm}: data.generate.background"
+                wanted += [(where, p) for p in background_paths(generate["background"])]
+        for where, path in wanted:
+            if "{" not in path and not any(Path(m).exists() for m in [path, *glob.glob(path)]):
+                raise FileNotFoundError(f"{where}: {path} not found (checked before the study starts)")
 
     def data_kind(self, arm: str) -> str:
         """What ``arm`` trains on: its training config's ``data.kind`` (only "text" is running text)."""

@@ -30,6 +30,7 @@ GENERATE_QUESTIONS = ("one", "all")
 # story (qa2: a drop without its take), so ``generate.facts`` is refused.
 FACT_SUBSET_TASKS = ("qa1", "qa4", "qa9", "qa10")
 PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_MAX_TOKENS = 32_768  # data.max_tokens when unset (rows read from files)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -87,7 +88,9 @@ class DataConfig:
     tokenizer: str | None = None  # a tokenizer folder; None = the one saved with ``model.pretrained``
     prompt_format: str = "plain"  # a layout of lm2.data.prompts
     answer_eos: bool = True  # append the end-of-text token to the answer (and learn to stop there)
-    max_tokens: int | None = None  # reject a row whose prompt + answer is longer than this
+    # refuse a row whose prompt + answer is longer than this; None = DEFAULT_MAX_TOKENS (a row is one forward,
+    # and its activations grow with it: a bound keeps one long row from exhausting the machine's memory)
+    max_tokens: int | None = None
     valid_samples: int = 256  # validation rows (a fixed random subset) or text windows (the first ones)
     valid_split: float = 0.0  # babi: hold out this fraction of stories (from the end) as validation
     generate: GenerateConfig = field(default_factory=GenerateConfig)  # data.kind generate
@@ -251,6 +254,10 @@ class Config:
             _check_generate(d.generate, "data.generate")
             for i in range(len(self.curriculum)):
                 _check_generate(self.generate_config(i), f"curriculum[{i}].generate")
+        for name in ("lr", "min_lr_ratio", "weight_decay", "eps", "grad_clip"):
+            value = getattr(o, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"optim.{name} must be a finite number, got {value}")
         if o.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {o.lr}")
         if not 0.0 <= o.min_lr_ratio <= 1.0:
@@ -259,6 +266,8 @@ class Config:
             raise ValueError(f"optim.warmup_steps must be >= 0, got {o.warmup_steps}")
         if o.weight_decay < 0:
             raise ValueError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+        if o.eps <= 0:
+            raise ValueError(f"optim.eps must be > 0, got {o.eps}")
         if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
             raise ValueError(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
         if o.grad_clip is not None and o.grad_clip <= 0:

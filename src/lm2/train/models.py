@@ -7,6 +7,7 @@ Any Hugging Face causal LM works with the trainer; the families are the ones thi
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,30 @@ def build_config(cfg: ModelConfig, vocab_size: int) -> Any:
 def build_model(cfg: ModelConfig, tokenizer: Any) -> Any:
     """A fresh model (weights from the current torch RNG) or one loaded from ``cfg.pretrained``."""
     if cfg.pretrained:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from lm2.models.loading import check_causal
 
         if cfg.family != "auto":
             family_classes(cfg.family)  # the family must be installed (LM2 and RMT are registered by lm2.models)
         path = Path(cfg.pretrained)
         if not path.is_dir():
             raise FileNotFoundError(f"model.pretrained folder not found: {path}")
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"model.pretrained: {config_file} missing (a model folder of save_pretrained)")
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+        check_causal(saved, f"model.pretrained {path}")
+        # an override must name a field of the checkpoint's own config (an LM2 field on a Llama is an error)
+        fields = set(saved)
+        if "model_type" in saved:
+            fields |= set(AutoConfig.for_model(saved["model_type"]).to_dict())
+        unknown = [k for k in cfg.overrides if k not in fields]
+        if unknown:
+            raise ValueError(
+                f"model.overrides.{unknown[0]} is not a field of the {saved.get('model_type', '?')!r} config in "
+                f"{path}; remove it (its fields: {', '.join(sorted(saved)[:12])}, ...)"
+            )
         model = AutoModelForCausalLM.from_pretrained(str(path), **cfg.overrides)
         expected = {"lm2": "lm2", "rmt": "rmt", "llama": "llama"}.get(cfg.family)
         if expected and model.config.model_type != expected:

@@ -30,7 +30,7 @@ from lm2.data.generated import GeneratedQA
 from lm2.data.qa import QADataset, sample_indices, split_stories
 from lm2.data.rows import read_babi_rows, read_rows
 from lm2.data.shards import TextShards
-from lm2.train.config import Config
+from lm2.train.config import DEFAULT_MAX_TOKENS, Config
 
 Score = Callable[[Batch], tuple[float, torch.Tensor]]
 
@@ -82,7 +82,8 @@ class RowsSource:
                 valid_rows = [r for r in valid_rows if r.get("task") in tasks]
                 if not train_rows:
                     raise ValueError(f"no training rows of tasks {d.tasks} in {', '.join(d.train)}")
-        kwargs = dict(prompt_format=d.prompt_format, answer_eos=d.answer_eos, max_tokens=d.max_tokens)
+        max_tokens = DEFAULT_MAX_TOKENS if d.max_tokens is None else d.max_tokens
+        kwargs = dict(prompt_format=d.prompt_format, answer_eos=d.answer_eos, max_tokens=max_tokens)
         self.seed, self.batch_size = cfg.train.seed, cfg.train.batch_size
         self.train = QADataset(train_rows, tokenizer, **kwargs)
         self.pools = [self.train.pool(stage.lengths) for stage in cfg.curriculum]  # checked up front

@@ -37,6 +37,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` leaves in ``folder`` when a writer is killed part-way
+    (``.NAME.XXXX.tmp``); call it before writing into a folder again. Returns what was removed."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
@@ -95,14 +105,31 @@ def expand_files(sources: Sequence[str], pattern: str) -> list[Path]:
 
 
 def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping a YAML file holds (empty file: {}); a missing file, bad YAML or another top level is an error."""
+    """The mapping a YAML file holds (empty file: {}); a missing file, bad YAML, a key given twice in one
+    mapping (YAML would silently keep the last) or another top level is an error."""
     import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden key by key
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    mark = key_node.start_mark
+                    raise ValueError(
+                        f"{path}:{mark.line + 1}: the key {key!r} is given twice in one mapping (YAML would keep "
+                        "only the last); give it once"
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
