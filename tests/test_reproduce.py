@@ -90,6 +90,7 @@ def test_smoke_study_end_to_end_resume_and_replot(tmp_path: Path, monkeypatch, c
     results = json.loads((out / "results.json").read_text())
     assert set(results["table1"]["models"]) == {"LM2", "vanilla", "RMT", "vanilla+RAG"}
     assert results["table1"]["lengths"] == ["0k", "1k"]
+    assert results["chance"] == pytest.approx(100 / 6)  # qa1: one of six rooms, drawn on the accuracy plot
     assert set(results["table2"]["ppl"]) == {"LM2", "vanilla", "RMT", "LM2, text"}
     assert results["table2"]["ppl"]["LM2"]["unknown_share"] == 0.0  # the smoke scale's BPE covers any text
     assert results["table2"]["ppl"]["LM2"]["trained_on"] == "babilong"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lm2.eval.matcher import labels_for
 from lm2.plots import CAPABILITY_GROUPS, group_scores
 from lm2.reproduce.units import Unit
 from lm2.run_folder import RunFolder
@@ -124,6 +125,14 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
             name: group_scores({t: _mean_over_lengths(m["cells"], t) for t in tasks})
             for name, m in table.items()
         }
+        # the spread of each group's score over seeds (a seed's score: its tasks' means over the lengths)
+        spread: dict[str, dict[str, float | None]] = {}
+        for runs in evals.values():
+            per_seed = [group_scores({t: _mean([r["accuracy"].get(n, {}).get(t) for n in lengths]) for t in tasks})
+                        for _, r in runs]  # fmt: skip
+            spread[runs[0][1]["model"]] = {g: _stats([s[g] for s in per_seed])["spread"] for g in per_seed[0]}
+        results["fig3_spread"] = spread
+        results["chance"] = 100 * float(np.mean([1 / len(labels_for(t)) for t in tasks if labels_for(t)] or [0]))
     # Table 2
     ppl, mmlu = _seed_groups(units, "ppl"), _seed_groups(units, "mmlu")
     if ppl or mmlu:
@@ -156,7 +165,14 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
             if not runs:
                 continue
             per_seed = [fig5_curve(RunFolder(d), cfg.fig5.metric) for _, d in runs]
-            curves[cfg.label(arm)] = {**per_seed[0], "run": runs[0][0]}
+            points = min(len(c["value"]) for c in per_seed)  # seeds log at the same steps
+            by_point = [_stats([c["value"][i] for c in per_seed]) for i in range(points)]
+            curves[cfg.label(arm)] = {
+                "tokens": per_seed[0]["tokens"][:points],  # seed 0's count: the seeds' differ by a few tokens
+                "value": [p["mean"] for p in by_point],
+                "spread": [p["spread"] for p in by_point] if len(per_seed) > 1 else None,
+                "run": runs[0][0], "seeds": len(per_seed),
+            }  # fmt: skip
             final[cfg.label(arm)] = {
                 **_stats([c["value"][-1] if c["value"] else None for c in per_seed]),
                 "runs": [u for u, _ in runs],
@@ -172,6 +188,11 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
                                "prompts": a["prompts"], "blocks": a["blocks"],
                                "roles": analysis["roles"]}  # fmt: skip
     return results
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 def _mean_over_lengths(cells: dict[str, Any], task: str) -> float | None:
@@ -207,14 +228,19 @@ def draw_figures(out: Path, results: dict[str, Any]) -> dict[str, Path]:
             }
             for name, m in t1["models"].items()
         }
-        drawn["table1"] = plots.accuracy_vs_length(t1["lengths"], curves, figs / "accuracy_vs_length.png")
+        drawn["table1"] = plots.accuracy_vs_length(
+            t1["lengths"], curves, figs / "accuracy_vs_length.png", chance=results.get("chance"), tasks=len(t1["tasks"])
+        )
         if any(v is not None for s in results["fig3"].values() for v in s.values()):
-            drawn["fig3"] = plots.capability_radar(results["fig3"], figs / "fig3_capabilities.png")
+            drawn["fig3"] = plots.capability_radar(
+                results["fig3"], figs / "fig3_capabilities.png", spread=results.get("fig3_spread")
+            )
     if "fig5" in results:
         f5 = results["fig5"]
         drawn["fig5"] = plots.training_curves(
             f5["curves"], figs / "fig5_memory_depth.png", ylabel=_metric_label(f5["metric"]),
-            title="Memory in the first 1, k or all blocks vs none",
+            title=f"{_metric_label(f5['metric'])} vs training tokens: {', '.join(f5['curves'])}",
+            log_y=f5["metric"] == "val_ppl",
         )  # fmt: skip
     if "analysis" in results:
         from lm2.analysis.run import draw_analysis
@@ -322,8 +348,9 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
         f5 = results["fig5"]
         b.append(("h", 2, "Figure 5 analog: how many blocks hold memory"))
         if "fig5" in figures:
-            b.append(("img", figures["fig5"], f"{_metric_label(f5['metric'])} vs training tokens, seed 0 of "
-                      "each arm. Source: results.json → fig5 (from each run's log.jsonl)."))  # fmt: skip
+            b.append(("img", figures["fig5"], f"{_metric_label(f5['metric'])} vs training tokens: the mean over "
+                      "each arm's seeds, its spread as a band; right, the second half on an axis fitted to it. "
+                      "Source: results.json → fig5 (from each run's log.jsonl)."))  # fmt: skip
         rows = [[name, _cell(s, 4), f"{s['tokens']:.0f}" if s["tokens"] is not None else "–", ", ".join(s["runs"])]
                 for name, s in f5["final"].items()]  # fmt: skip
         b.append(("table", ["arm", f"final {f5['metric']}", "training tokens", "runs"], rows))
