@@ -265,6 +265,9 @@ def test_last_names_the_newest_complete_checkpoint_after_a_kill_between_save_and
     folder.point_last(folder.complete_checkpoints()[0])  # the link one save behind, as a kill leaves it
     (out / ".last.tmp").symlink_to("checkpoints")  # and a half-made link beside it
     assert resolve_model_dir(out / "last") == folder.complete_checkpoints()[-1]  # readers take the newest
+    (out / "last").unlink()
+    (out / "last").symlink_to("checkpoints/step-00000001")  # a checkpoint deleted since: a dangling link
+    assert resolve_model_dir(out / "last") == folder.complete_checkpoints()[-1]
     Trainer(load_config(qa1_run_config(tmp_path, qa1_tokenizer, steps=5)), out, resume=True).run()
     assert (out / "last").resolve() == folder.complete_checkpoints()[-1].resolve()
     assert not (out / ".last.tmp").exists()

@@ -200,13 +200,14 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     """The model folder ``path`` names: itself, or for a run folder of ``lm2 train --out`` (or its ``last``
     link) the run's newest complete checkpoint."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model folder not found: {path}")
     if path.name == LAST and path.is_symlink() and RunFolder.holds_run(path.parent):
         # a kill between a save's rename and the link's update leaves the link one step behind
+        # (or names one deleted since): the run's newest complete checkpoint is what the link stands for
         complete = RunFolder(path.parent).complete_checkpoints()
         if complete:
             return complete[-1]
+    if not path.exists():
+        raise FileNotFoundError(f"model folder not found: {path}")
     if not path.is_dir():
         raise FileNotFoundError(f"model folder not found: {path}")
     if not RunFolder.holds_run(path):

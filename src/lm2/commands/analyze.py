@@ -25,7 +25,7 @@ def analyze_memory(
     slots_block<L>.png (what each slot stores).
 
     Args:
-        model: an LM2 checkpoint folder (with memory).
+        model: an LM2 (with memory): a run folder of `lm2 train --out` (its newest checkpoint) or a model folder (save_pretrained).
         out: output folder.
         text: a free prompt to analyse (no slot roles: its facts are not known).
         sample: BABILong rows from `lm2 data babilong` (file or folder): slot roles by token class.

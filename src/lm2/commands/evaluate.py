@@ -42,8 +42,8 @@ def eval_babilong(
     goes to OUT/predictions.jsonl at once; running again with the same --out skips rows already scored.
 
     Args:
-        model: checkpoint folder(s), comma-separated; each gives one row of the tables. A run folder of
-            `lm2 train --out` stands for its newest checkpoint (named "RUN step N" in the tables).
+        model: comma-separated, each a run folder of `lm2 train --out` (its newest checkpoint) or a model folder (save_pretrained); each gives one row of the tables
+            (a run is named "RUN step N").
         data: comma-separated sources: JSONL rows from `lm2 data babilong` (file or folder), a published
             BABILong folder (one sub-folder per length), or bAbI files/folders (0k).
         out: output folder for predictions.jsonl and results.{md,csv,json}.
@@ -105,7 +105,7 @@ def eval_mmlu(
     Other) and by difficulty (High School, College, Professional, General Knowledge).
 
     Args:
-        model: checkpoint folder.
+        model: a run folder of `lm2 train --out` (its newest checkpoint) or a model folder (save_pretrained).
         data: MMLU folder: original layout ({dev,test}/<subject>_<split>.csv) or cais/mmlu (<subject>/<split>-*.parquet|json).
         shots: solved examples from the dev split before each question, 0 to 5.
         split: the split to evaluate: dev, val or test (dev questions are never their own examples).
@@ -119,6 +119,8 @@ def eval_mmlu(
     from lm2.eval.model_folder import load_model_and_tokenizer, model_name, resolve_device
 
     resolve_device(device)  # a wrong --device is one line before any work
+    if not 0 <= shots <= 5:
+        raise ValueError(f"--shots must be between 0 and 5 (the dev split has 5 questions a subject), got {shots}")
     if out:
         check_out_folder(out, "mmlu.json and mmlu.md")
     questions = read_split(data, split)
@@ -157,7 +159,7 @@ def eval_ppl(
     --out also OUT/results.md and OUT/results.json. A progress bar per file goes to stderr.
 
     Args:
-        model: checkpoint folder, or a run folder of `lm2 train --out` (its newest checkpoint).
+        model: a run folder of `lm2 train --out` (its newest checkpoint) or a model folder (save_pretrained).
         data: text file(s) or folder(s) of .txt files, comma-separated; synthetic or synthetic:SEED for the
             labelled synthetic haystack.
         segment_length: tokens fed per forward pass.
@@ -203,7 +205,7 @@ def eval_harness(
     """Run lm-evaluation-harness tasks on a checkpoint (needs the extra: pip install 'lm2[eval]').
 
     Args:
-        model: checkpoint folder.
+        model: a run folder of `lm2 train --out` (its newest checkpoint) or a model folder (save_pretrained).
         tasks: comma-separated harness task names.
         include_path: folder of extra task YAMLs (e.g. tasks reading local data files).
         shots: few-shot examples per question (default: the task's own setting).

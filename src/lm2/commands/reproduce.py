@@ -41,7 +41,9 @@ def reproduce(
 
     Args:
         out: the study folder.
-        scale: smoke, laptop or gpu (configs/reproduce/<scale>.yaml), or a YAML file of the same form.
+        scale: smoke (every stage on tiny shapes: under a minute on 2 cores), laptop (the default: hours
+            on 2 cores, see docs/reproduce.md for the measured time; use --jobs 2) or gpu (for a GPU), the
+            shipped scales in lm2/configs/reproduce; or a YAML file of the same form.
         only: comma-separated parts: table1, table2, fig3, fig5, fig6, slots (default: all).
         seeds: training seeds per arm (default: the scale's).
         replot: redraw the figures and the report from OUT/results.json; compute nothing.

@@ -29,10 +29,12 @@ def train(config: Path, out: Path, set: str | None = None, resume: bool = False)
 
     Writes checkpoints (Hugging Face model folders with optimizer and RNG state) under OUT/checkpoints,
     OUT/last pointing at the newest, OUT/log.jsonl and TensorBoard events in OUT/tb. Run several
-    processes with ``torchrun --nproc_per_node N -m lm2.cli train ...``.
+    processes with ``torchrun --nproc_per_node N -m lm2.cli train ...``. Each shipped config's header
+    says how long it trains on 2 cores.
 
     Args:
-        config: the YAML config file (see configs/ and docs/training.md).
+        config: a YAML config file, or the name of a shipped one (memory-qa1-lm2, ...; lm2/configs, which
+            configs/ in a checkout links to; docs/training.md).
         out: the output folder.
         set: overrides, space-separated key.sub=value pairs, e.g. "optim.lr=3e-4 train.batch_size=16".
         resume: continue from the newest checkpoint in OUT (bit-identically); starts afresh if there is none.
