@@ -30,6 +30,7 @@ from lm2.layers import (
     SelfAttention,
     ShortConv,
     SwiGLU,
+    WindowBlocks,
     rope_cos_sin,
 )
 from lm2.models.lm2.cache_lm2 import LM2Cache, LM2LayerCache
@@ -71,7 +72,7 @@ class LM2Block(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor | None,
+        mask: torch.Tensor | WindowBlocks | None,
         layout: SegmentLayout | None,
         cache: LM2LayerCache | None,
         conv_layout: ConvLayout | None,
@@ -184,6 +185,8 @@ class LM2PreTrainedModel(PreTrainedModel):
 class LM2Model(LM2PreTrainedModel):
     # Shortest chunk a windowed long input is split into (longer when the window or segment is longer).
     window_chunk = 1024
+    # Queries per block of block-local windowed attention (attention_impl="blocked"); None = the window.
+    attention_block: int | None = None
 
     def __init__(self, config: LM2Config) -> None:
         super().__init__(config)
@@ -306,14 +309,19 @@ class LM2Model(LM2PreTrainedModel):
             position_ids = index.clamp(min=0)
         cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype, config.rope_llama3)
 
-        # Self-attention mask over [cached keys, new keys]; None = nothing hidden but the future (the fused
-        # fast path): a fresh call without padding inside the window, or one new token that may see every
-        # cached key (no padding anywhere, all of them within the window).
+        # Self-attention over [cached keys, new keys]. Blocked: a call longer than one block of queries
+        # attends block by block (work per token bounded by the window). Otherwise a mask, or None =
+        # nothing hidden but the future (the fused fast path): a fresh call without padding inside the
+        # window, or one new token that may see every cached key (no padding anywhere, all in the window).
         new_key_index = torch.where(valid, index, torch.full_like(index, -1))
         key_index = torch.cat([cache.key_index, new_key_index], 1) if has_past else new_key_index  # (B, L)
         window = config.attention_window
         in_window = window is None or window >= key_index.shape[1]
-        if in_window and bool(valid.all()) and (not has_past or (T == 1 and bool((key_index >= 0).all()))):
+        block = None if window is None else self.attention_block or window
+        mask: torch.Tensor | WindowBlocks | None
+        if block is not None and config.attention_impl == "blocked" and T > block:
+            mask = WindowBlocks.build(key_index, past_valid, valid, window, block)
+        elif in_window and bool(valid.all()) and (not has_past or (T == 1 and bool((key_index >= 0).all()))):
             mask = None
         else:
             k_idx, q_idx = key_index[:, None, :], index[:, :, None]
