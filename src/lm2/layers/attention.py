@@ -22,6 +22,19 @@ from torch import nn
 from lm2.layers.rotary import apply_rope
 
 
+def window_mask(
+    key_index: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, window: int | None
+) -> torch.Tensor:
+    """The reference's mask (B, 1, T, L), True = may attend: query t (valid-token index ``index`` (B, T))
+    sees the valid keys (``key_index`` (B, L), -1 = padding) at or before it, within ``window`` if set."""
+    k_idx, q_idx = key_index[:, None, :], index[:, :, None]
+    mask = (k_idx >= 0) & (k_idx <= q_idx)
+    if window is not None:
+        mask &= q_idx - k_idx < window
+    # Padding queries see everything: their outputs are never used, and this keeps them finite.
+    return (mask | ~valid[:, :, None])[:, None]  # (B, 1, T, L)
+
+
 @dataclass
 class WindowBlocks:
     """Where the queries and keys of one call lie on the block grid (shared by all blocks of the model).
@@ -48,6 +61,17 @@ class WindowBlocks:
     query_column: torch.Tensor | None  # (B, n_blocks * Q) column of each query slot; None: slot r = column r
     query_slot: torch.Tensor | None  # (B, T) query slot of each column (gathered case)
     valid: torch.Tensor | None  # (B, T) the call's valid tokens (gathered case: padding outputs are zeroed)
+
+    # Scores per query of the masked path (a call's L keys) over those of the blocked one (Q + W - 1) from
+    # which the blocked path is used: below it, laying out the blocks costs more than the scores it saves
+    # (benchmarks/bench_attention.py, section (d): at the recipe's shape the two cross near 1.8).
+    MIN_SAVING = 2
+
+    @classmethod
+    def pays(cls, keys: int, window: int | None, block: int | None) -> bool:
+        """Whether a call with ``keys`` keys (cached + new) should attend block by block (blocks of
+        ``block`` queries, None = the window)."""
+        return window is not None and keys >= cls.MIN_SAVING * ((block or window) + window - 1)
 
     @classmethod
     def build(
@@ -191,7 +215,7 @@ class SelfAttention(nn.Module):
         gqa = self.num_heads != self.num_kv_heads
         if isinstance(mask, WindowBlocks):
             q, k, v = mask.query_blocks(q), mask.key_blocks(k), mask.key_blocks(v)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, enable_gqa=gqa)  # (B*n, H, Q, hd)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.mask, enable_gqa=gqa)  # (B*n,H,Q,hd)
             return self.o_proj(mask.unblock(y, T))
         if mask is None:
             # is_causal aligns the mask top-left, so it is right without a past; one query sees all keys.
