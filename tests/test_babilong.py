@@ -331,19 +331,22 @@ def test_fact_distance_errors(counter, books, qa2_samples):
 
 
 BUILD_MEMORY = """
-import json, resource, sys, tempfile
+import json, sys, tempfile
 from pathlib import Path
 from lm2.data.babi.generator import generate_samples
 from lm2.data.background import synthetic_background
 from lm2.data.builder import build_babilong
 from lm2.data.tokenizer import load_tokenizer
 
+def status(field):  # KiB. VmHWM, not getrusage: ru_maxrss keeps the forking parent's size (pytest's)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
+
 tok, samples = load_tokenizer(sys.argv[1]), generate_samples("qa1", 10, 0)
 background = synthetic_background(20_000, seed=0)  # ~600K tokens of this tokenizer
-rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))  # KiB
+rss = status("VmRSS")
 with tempfile.TemporaryDirectory() as tmp:
     build_babilong({"qa1": samples}, [16_000], 2, background, tok, 0, Path(tmp) / "set", progress=False)
-print(json.dumps({"growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024}))
+print(json.dumps({"growth_mib": (status("VmHWM") - rss) / 1024}))
 """
 
 
