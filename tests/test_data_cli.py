@@ -68,6 +68,18 @@ def test_babilong_from_babi_files_and_generator(tmp_path, capsys, tok_dir):
     assert rows[0]["facts_source"].startswith("generator")
 
 
+def test_a_book_shorter_than_the_length_is_repeated_and_the_command_says_so(tmp_path, capsys, tok_dir):
+    short = tmp_path / "short.txt"
+    short.write_text("Only this one sentence is here to serve as the background for everything.")
+    out = tmp_path / "set"
+    with pytest.warns(UserWarning, match="rows of length 1k need more, so their background repeats it"):
+        code, _, err = run(capsys, "data", "babilong", "--tasks", "qa1", "--lengths", "1k", "--samples", 2,
+                           "--tokenizer", tok_dir, "--background", short, "--out", out)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((out / "manifest.json").read_text())["background_repeats"]["1k"] > 10
+    assert all(abs(r["input_tokens"] - 1000) <= 2 for r in read_jsonl(out / "1k" / "qa1.jsonl"))
+
+
 def test_tokenizer_command(tmp_path, capsys):
     out = tmp_path / "tok"
     books = tmp_path / "book.txt"
@@ -87,8 +99,6 @@ def bad_inputs(tmp_path):
     empty.write_text("")
     binary = tmp_path / "blob.txt"
     binary.write_bytes(bytes(range(256)) * 4)
-    short = tmp_path / "short.txt"
-    short.write_text("Only this one sentence is here to serve as the background for everything.")
     babi = tmp_path / "babi"
     babi.mkdir()
     (babi / "qa1_single-supporting-fact_train.txt").write_text("1 Mary went home.\n2 Where is Mary?\thome\n")
@@ -98,7 +108,6 @@ def bad_inputs(tmp_path):
         (["--lengths", "1k,999999k"], "over the limit"),
         (["--lengths", "200", "--prompt-reserve", "300"], "no room for the input"),
         (["--samples", 0], "--samples must be between 1"),
-        (["--background", short], "too short for length 1k: it has \\d+ tokens in 1 sentences"),
         (["--background", empty], "empty.txt: background file is empty"),
         (["--background", binary], "blob.txt: looks like a binary file"),
         (["--background", tmp_path / "missing.txt"], "not found"),

@@ -130,6 +130,7 @@ def test_params_command(capsys) -> None:
         ({"memory_heads": 5}, "memory_heads"),
         ({"memory_init": "zeros"}, "memory_init"),
         ({"attention_window": 0}, "attention_window"),
+        ({"attention_impl": "flash"}, "attention_impl"),
         ({"short_conv": 1}, "short_conv"),
     ],
 )

@@ -9,15 +9,18 @@ How a row is made (following the authors' ``babilong_utils.NoiseInjectionDataset
    it for instruction and question; ``prompt_reserve=300`` does the same (``budget = length -
    prompt_reserve``; the default reserve is 0). ``0k`` means facts only.
 2. The budget minus the facts' tokens is filled with consecutive background sentences from a seeded
-   random start (wrapping around the end of the background). The last sentence is cut at a token
-   boundary so the input lands on the budget, as the authors do.
+   random start, wrapping around the end of the background (as often as needed: a background shorter
+   than a row repeats in it, and the build warns and records it in the manifest's
+   ``background_repeats``). The last sentence is cut at a token boundary so the input lands on the
+   budget, as the authors do.
 3. Each fact goes into a seeded random gap between background sentences (gaps drawn with replacement,
    then sorted, so facts keep their order and several may share a gap); optionally only into gaps at
    least ``min_fact_distance`` tokens before the question, or all facts first (``placement="first"``).
 4. The question and the answer stay separate: ``input`` holds only facts and background.
 
 Token counts come from tokenising every background sentence once (with the space that precedes it in
-the input) and every fact once; the growing input is never re-tokenised. For byte-level BPE tokenizers
+the input), a batch of sentences at a time, and every fact once; the growing input is never re-tokenised.
+So a build holds the background's text and one count per sentence, plus one row at a time. For byte-level BPE tokenizers
 (GPT-2 style: ours, GPT-2, Llama-3) pre-tokenisation splits at spaces, so these counts add up to the
 input's true token count, give or take a token or two where the cut sentence re-merges.
 """
@@ -29,6 +32,7 @@ import json
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,10 @@ from lm2.utils.io import atomic_write, check_out_folder
 
 FACT_PLACEMENTS = ("scattered", "first")
 MIN_SENTENCE_TOKENS = 10  # the authors' SentenceSampler skips shorter background sentences
+# Sentences tokenised at a time when counting: a tokenizer's encodings cost ~150 bytes per token, so a
+# 20 MB book counted in one batch peaked at 785 MiB above the build's start (5M tokens); a batch of
+# 1,024 sentences of ~30 tokens is a few MiB.
+COUNT_BATCH = 1024
 
 
 class TokenCounter:
@@ -62,6 +70,8 @@ class TokenCounter:
         self.prefix = " " if pair == alone + spaced else ""
 
     def _lengths(self, texts: list[str]) -> list[int]:
+        if self.backend is not None:
+            return [len(e) for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         return [len(ids) for ids in self.encode(texts)]
 
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -69,11 +79,14 @@ class TokenCounter:
             return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def count(self, sentences: list[str], in_context: bool = True) -> np.ndarray:
+    def count(self, sentences: Sequence[str], in_context: bool = True) -> np.ndarray:
         """(N,) tokens of each sentence: after a joining space (``in_context``) or at the input's start."""
         prefix = self.prefix if in_context else ""
-        ids = self.encode([prefix + s for s in sentences])
-        return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(sentences))
+        out = np.empty(len(sentences), dtype=np.int64)
+        for i in range(0, len(sentences), COUNT_BATCH):
+            batch = sentences[i : i + COUNT_BATCH]
+            out[i : i + len(batch)] = self._lengths([prefix + s for s in batch])
+        return out
 
     def truncate(self, sentence: str, keep: int) -> str:
         """The text of the first ``keep`` tokens of ``sentence`` (as it sits after a joining space)."""
@@ -127,16 +140,16 @@ def _row_rng(seed: int, task: str, length: int, sample_id: int) -> np.random.Gen
 
 
 def _take_background(bg: PreparedBackground, start: int, need: int) -> list[int]:
-    """Indices of consecutive sentences from ``start`` (wrapping) whose tokens first reach ``need``."""
+    """Indices of consecutive sentences from ``start`` whose tokens first reach ``need``, wrapping around
+    the end of the background as often as needed (a background shorter than ``need`` repeats)."""
     n, c = len(bg.sentences), bg.cumsum
     if need <= 0:
         return []
-    if c[n] - c[start] >= need:
-        end = int(np.searchsorted(c, c[start] + need, side="left"))
-        return list(range(start, end))
-    rest = need - int(c[n] - c[start])
-    end = int(np.searchsorted(c, rest, side="left"))
-    return list(range(start, n)) + list(range(0, end))
+    # Position p of the endless repetition is sentence p % n, with (p // n) * total + c[p % n] tokens before
+    # it; the row ends at the first position with c[start] + need tokens before it.
+    passes, rest = divmod(int(c[start]) + need, int(c[n]))
+    end = passes * n + int(np.searchsorted(c, rest, side="left"))
+    return (np.arange(start, end) % n).tolist()
 
 
 def check_placement(placement: str, min_fact_distance: int) -> None:
@@ -236,14 +249,9 @@ def take_background(
 ) -> tuple[list[str], list[int], int]:
     """Consecutive background sentences from a seeded random start holding exactly ``need`` tokens.
 
-    The last sentence is cut at a token boundary so the total lands on ``need``, as the authors do.
-    Returns the sentences, their token counts and the start index.
+    The last sentence is cut at a token boundary so the total lands on ``need``, as the authors do; a
+    background shorter than ``need`` repeats. Returns the sentences, their token counts and the start index.
     """
-    if need > background.total_tokens:
-        raise ValueError(
-            f"background {background.name!r} is too short: it has {background.total_tokens:,} tokens "
-            f"in {len(background.sentences):,} usable sentences, but {need:,} tokens of background are needed"
-        )
     start = int(rng.integers(len(background.sentences)))
     idx = _take_background(background, start, need)
     pieces = [background.sentences[i] for i in idx]
@@ -274,8 +282,8 @@ def build_row(
     """One BABILong row: ``sample``'s facts hidden in ``background`` up to ``length`` tokens.
 
     ``placement`` and ``min_fact_distance``: see :func:`choose_gaps`. Raises :class:`FactsTooLong` when
-    the facts alone (plus ``min_fact_distance`` tokens of background) exceed the input budget, and
-    ``ValueError`` when the background holds fewer tokens than the row needs.
+    the facts alone (plus ``min_fact_distance`` tokens of background) exceed the input budget. A background
+    holding fewer tokens than the row needs repeats in it.
     """
     task = check_task(sample.task)
     check_placement(placement, min_fact_distance)
@@ -301,12 +309,6 @@ def build_row(
             raise FactsTooLong(
                 f"{task} sample {sample_id}: its {len(facts)} facts take {facts_total} tokens{extra}, over the "
                 f"{budget}-token input budget of length {length}{reserve}"
-            )
-        if need > background.total_tokens:
-            raise ValueError(
-                f"background {background.name!r} is too short: it has {background.total_tokens:,} tokens "
-                f"in {len(background.sentences):,} usable sentences, but length {length_name(length)} needs "
-                f"{need:,} tokens of background"
             )
         bg_pieces, bg_counts, bg_start = take_background(background, counter, rng, need)
 
@@ -412,8 +414,10 @@ def build_babilong(
     """Build every (length, task) set and write ``out/<length>/<task>.jsonl`` plus ``out/manifest.json``.
 
     The layout mirrors the published sets (config = length, split = task). Everything that can fail on
-    user input — task names, lengths, the prompt reserve, samples that do not fit, a background too short
-    for the longest length — is checked before the first file is written.
+    user input — task names, lengths, the prompt reserve, samples that do not fit — is checked before the
+    first file is written. A background shorter than some length's rows repeats in them: the build warns,
+    and the manifest's ``background_repeats`` gives, per such length, how many times over the longest row
+    reads it. Rows are built and written one at a time.
     """
     check_out_folder(out, "<length>/<task>.jsonl and manifest.json")
     tasks = [check_task(t) for t in samples]
@@ -425,6 +429,7 @@ def build_babilong(
     prepared = prepare_background(background, counter, min_sentence_tokens)
 
     plans: dict[str, tuple[dict[int, list[int]], list[np.ndarray]]] = {}
+    longest: dict[int, int] = {}  # length -> the most background tokens one of its rows needs
     for task in tasks:
         if any(check_task(s.task) != task for s in samples[task]):
             raise ValueError(f"samples given for {task} include samples of another task")
@@ -434,15 +439,23 @@ def build_babilong(
         plan, fact_tokens = plans[task]
         for length in lengths:
             budget = input_budget(length, prompt_reserve)
-            if budget is None:
-                continue
-            need = budget - min(int(fact_tokens[i].sum()) for i in plan[length])
-            if need > prepared.total_tokens:
-                raise ValueError(
-                    f"background {background.name!r} is too short for length {length_name(length)}: it has "
-                    f"{prepared.total_tokens:,} tokens in {len(prepared.sentences):,} sentences of at least "
-                    f"{min_sentence_tokens} tokens, and {need:,} are needed"
-                )
+            if budget is not None:
+                need = budget - min(int(fact_tokens[i].sum()) for i in plan[length])
+                longest[length] = max(longest.get(length, 0), need)
+    # Lengths whose longest row needs more background than there is: how many times over it reads it.
+    repeats = {
+        length_name(length): round(need / prepared.total_tokens, 2)
+        for length, need in longest.items()
+        if need > prepared.total_tokens
+    }
+    if repeats:
+        warnings.warn(
+            f"background {background.name!r} holds {prepared.total_tokens:,} tokens in "
+            f"{len(prepared.sentences):,} sentences of at least {min_sentence_tokens} tokens: rows of length "
+            f"{', '.join(repeats)} need more, so their background repeats it (up to {max(repeats.values()):g} "
+            "times over); give a longer background to avoid it",
+            stacklevel=2,
+        )
 
     out = Path(out)
     planned = [out / length_name(length) / f"{task}.jsonl" for length in lengths for task in tasks]
@@ -463,6 +476,7 @@ def build_babilong(
         "background": background.name,
         "background_documents": background.documents,
         "background_tokens": prepared.total_tokens,
+        "background_repeats": repeats,  # length -> times over its longest row reads the background (> 1)
         "tokenizer": counter.name,
         "facts_source": facts_source,
         "files": [str(p.relative_to(out)) for p in planned],

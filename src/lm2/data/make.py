@@ -97,9 +97,14 @@ def _babi_samples(directory: Path, task: str, split: str) -> list[Sample]:
     ]
 
 
+# The synthetic haystack's size is capped (its generator's default): beyond about 1.6M tokens per row the
+# rows repeat it instead of the build holding a haystack that grows with the length.
+SYNTHETIC_MAX_SENTENCES = 200_000
+
+
 def _synthetic_size(max_budget: int) -> int:
     # Synthetic sentences hold 16+ tokens under any sensible tokenizer; keep a generous margin.
-    return max(2000, max_budget // 8 + 1000)
+    return min(SYNTHETIC_MAX_SENTENCES, max(2000, max_budget // 8 + 1000))
 
 
 def make_babilong(spec: BabilongSpec, tokenizer: Path, out: Path) -> list[Path]:

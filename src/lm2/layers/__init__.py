@@ -1,7 +1,7 @@
 """Reusable layers: RMSNorm, RoPE, SwiGLU, grouped-query self-attention, the short convolution and the LM2
 memory bank."""
 
-from lm2.layers.attention import SelfAttention
+from lm2.layers.attention import SelfAttention, WindowBlocks, window_mask
 from lm2.layers.conv import ConvLayout, ShortConv
 from lm2.layers.memory import MemoryBank, SegmentLayout
 from lm2.layers.mlp import SwiGLU
@@ -16,6 +16,8 @@ __all__ = [
     "SelfAttention",
     "ShortConv",
     "SwiGLU",
+    "WindowBlocks",
     "apply_rope",
     "rope_cos_sin",
+    "window_mask",
 ]

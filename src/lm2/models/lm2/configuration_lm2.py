@@ -10,6 +10,7 @@ from lm2.layers.rotary import LLAMA3_KEYS
 
 MEMORY_INITS = ("identity", "learned")
 MEMORY_IMPLS = ("fast", "naive")
+ATTENTION_IMPLS = ("blocked", "masked")
 
 # The shapes of the presets. "lm2-1.7b" is the paper's model (Section 3): a ~1.2B Llama-3 backbone with
 # tied embeddings plus 2048 memory slots of width 2048 in all 16 blocks.
@@ -85,6 +86,10 @@ class LM2Config(PretrainedConfig):
         memory_forget_bias: Initial bias of the forget gate (positive = keep the old memory at the start).
         attention_window: None = full causal self-attention, or W = each token sees the last W valid tokens
             (itself included).
+        attention_impl: How windowed attention is computed (the same outputs at every valid token):
+            "blocked" (queries in blocks, each against its own and the previous W-1 keys: work per token
+            bounded by the window) or "masked" (the reference: one mask over all of a call's keys). Ignored
+            without a window.
         memory_impl: "fast" (segment scan + one batched read) or "naive" (the per-sample reference loop).
         memory_read: Add the memory read to the residual stream. False is an ablation: the memory is still
             written but never read, so the model answers from attention alone (set it on a trained model,
@@ -121,6 +126,7 @@ class LM2Config(PretrainedConfig):
         segment_length: int = 64,
         memory_forget_bias: float = 1.0,
         attention_window: int | None = None,
+        attention_impl: str = "blocked",
         memory_impl: str = "fast",
         memory_read: bool = True,
         short_conv: int = 0,
@@ -152,6 +158,7 @@ class LM2Config(PretrainedConfig):
         self.segment_length = segment_length
         self.memory_forget_bias = memory_forget_bias
         self.attention_window = attention_window
+        self.attention_impl = attention_impl
         self.memory_impl = memory_impl
         self.memory_read = memory_read
         self.short_conv = short_conv
@@ -252,6 +259,8 @@ class LM2Config(PretrainedConfig):
                 "short_conv must be 0 (off) or a kernel size >= 2 (a kernel of 1 sees only the token "
                 f"itself), got {conv!r}"
             )
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.memory_impl not in MEMORY_IMPLS:
             raise ValueError(f"memory_impl must be one of {MEMORY_IMPLS}, got {self.memory_impl!r}")
         layers = self.memory_layers

@@ -30,7 +30,9 @@ from lm2.layers import (
     SelfAttention,
     ShortConv,
     SwiGLU,
+    WindowBlocks,
     rope_cos_sin,
+    window_mask,
 )
 from lm2.models.lm2.cache_lm2 import LM2Cache, LM2LayerCache
 from lm2.models.lm2.configuration_lm2 import LM2Config
@@ -71,7 +73,7 @@ class LM2Block(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor | None,
+        mask: torch.Tensor | WindowBlocks | None,
         layout: SegmentLayout | None,
         cache: LM2LayerCache | None,
         conv_layout: ConvLayout | None,
@@ -184,6 +186,8 @@ class LM2PreTrainedModel(PreTrainedModel):
 class LM2Model(LM2PreTrainedModel):
     # Shortest chunk a windowed long input is split into (longer when the window or segment is longer).
     window_chunk = 1024
+    # Queries per block of block-local windowed attention (attention_impl="blocked"); None = the window.
+    attention_block: int | None = None
 
     def __init__(self, config: LM2Config) -> None:
         super().__init__(config)
@@ -306,22 +310,22 @@ class LM2Model(LM2PreTrainedModel):
             position_ids = index.clamp(min=0)
         cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta, x.dtype, config.rope_llama3)
 
-        # Self-attention mask over [cached keys, new keys]; None = nothing hidden but the future (the fused
-        # fast path): a fresh call without padding inside the window, or one new token that may see every
-        # cached key (no padding anywhere, all of them within the window).
+        # Self-attention over [cached keys, new keys]: block by block when that computes far fewer scores
+        # than one mask over all keys (work per token bounded by the window); otherwise a mask, or None =
+        # nothing hidden but the future (the fused fast path): a fresh call without padding inside the
+        # window, or one new token that may see every cached key (no padding anywhere, all in the window).
         new_key_index = torch.where(valid, index, torch.full_like(index, -1))
         key_index = torch.cat([cache.key_index, new_key_index], 1) if has_past else new_key_index  # (B, L)
         window = config.attention_window
         in_window = window is None or window >= key_index.shape[1]
-        if in_window and bool(valid.all()) and (not has_past or (T == 1 and bool((key_index >= 0).all()))):
+        mask: torch.Tensor | WindowBlocks | None
+        blocked = config.attention_impl == "blocked"
+        if blocked and WindowBlocks.pays(key_index.shape[1], window, self.attention_block):
+            mask = WindowBlocks.build(key_index, past_valid, valid, window, self.attention_block or window)
+        elif in_window and bool(valid.all()) and (not has_past or (T == 1 and bool((key_index >= 0).all()))):
             mask = None
         else:
-            k_idx, q_idx = key_index[:, None, :], index[:, :, None]
-            mask = (k_idx >= 0) & (k_idx <= q_idx)
-            if window is not None:
-                mask &= q_idx - k_idx < window
-            # Padding queries see everything: their outputs are never used, and this keeps them finite.
-            mask = (mask | ~valid[:, :, None])[:, None]  # (B, 1, T, L)
+            mask = window_mask(key_index, index, valid, window)
 
         # The segment layout is shared by all memory blocks (a model without memory needs none).
         layout = None
