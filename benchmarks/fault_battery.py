@@ -205,8 +205,9 @@ def cases(w: Path, lm2: str) -> list[Case]:
         Case("train", "missing config", ["train", "--config", "nope.yaml", "--out", "o"]),
         Case("train", "unknown config key", ["train", "--config", "c.yaml", "--out", "o"],
              setup=write("c.yaml", "optim: {lr: 1.0e-3, lrr: 2}\n")),
-        Case("train", "key given twice", ["train", "--config", "c.yaml", "--out", "o"],
-             setup=write("c.yaml", "optim: {lr: 1.0e-3, lr: 3.0e-3}\n")),
+        Case("train", "key given twice", ["train", "--config", "twice.yaml", "--out", "o"],
+             setup=lambda w: (w / "twice.yaml").write_text(
+                 train_yaml(w).replace('"lr": 0.001', '"lr": 0.001, "lr": 0.003'))),  # otherwise valid
         Case("train", "infinite lr", ["train", "--config", "run.yaml", "--out", "o", "--set", "optim.lr=.inf"]),
         Case("train", "negative lr", ["train", "--config", "run.yaml", "--out", "o", "--set", "optim.lr=-1"]),
         Case("train", "missing training file", ["train", "--config", "run.yaml", "--out", "o", "--set",
