@@ -292,6 +292,15 @@ def test_a_study_folder_copied_or_moved_replots_and_resumes(tmp_path: Path, monk
     links = [line.split("](")[1].split(")")[0] for line in report.splitlines() if "](" in line and ".png" in line]
     assert links and all((copy / link).is_file() for link in links), links
     assert str(first) not in report and str(first) not in (copy / "results.json").read_text()
+    alone = tmp_path / "alone"  # results.json kept without its units (as a report saved in a repository)
+    alone.mkdir()
+    shutil.copy(first / "results.json", alone)
+    reproduce(out=alone, replot=True)
+    report = (alone / "report.md").read_text()
+    links = [line.split("](")[1].split(")")[0] for line in report.splitlines() if "](" in line and ".png" in line]
+    assert links and all((alone / link).is_file() for link in links), links
+    assert "The heatmaps are not drawn: their source" in report and (alone / "report.html").is_file()
+    assert "(not in this folder: results.json → scale_config holds it)" in report
     moved = tmp_path / "moved"
     first.rename(moved)
     capsys.readouterr()

@@ -108,11 +108,12 @@ def capability_radar(
         width = 0.8 / len(scores)
         for i, (name, s) in enumerate(scores.items()):
             xs = [j + (i - (len(scores) - 1) / 2) * width for j in range(len(groups))]
-            errors = [spread.get(name, {}).get(g) or 0.0 for g in groups]
+            # no spread recorded (one seed, or an older results.json): no bar, rather than a bar of 0
+            errors = [spread[name].get(g) or 0.0 for g in groups] if name in spread else None
             ax.bar(xs, [s.get(g) or 0.0 for g in groups], width, yerr=errors, capsize=4, label=name)
         ax.set_xticks(range(len(groups)), groups)
         ax.set_ylim(0, 100)
-        ax.set_ylabel("accuracy (%), error bar: seed spread")
+        ax.set_ylabel("accuracy (%), error bar: seed spread" if spread else "accuracy (%)")
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend()
@@ -123,8 +124,9 @@ def capability_radar(
     for name, s in scores.items():
         values = [s.get(g) or 0.0 for g in groups]
         (line,) = ax.plot(angles + angles[:1], values + values[:1], marker="o", label=name)
-        errors = [spread.get(name, {}).get(g) or 0.0 for g in groups]
-        ax.errorbar(angles, values, yerr=errors, fmt="none", ecolor=line.get_color(), capsize=3)
+        if name in spread:
+            errors = [spread[name].get(g) or 0.0 for g in groups]
+            ax.errorbar(angles, values, yerr=errors, fmt="none", ecolor=line.get_color(), capsize=3)
         ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
     ax.set_xticks(angles, groups)
     ax.set_ylim(0, 100)

@@ -75,6 +75,11 @@ def run_analysis(
     return result
 
 
+def analysis_sources_present(out: str | Path) -> bool:
+    """Whether OUT holds what :func:`draw_analysis` draws from."""
+    return (Path(out) / ANALYSIS_JSON).is_file() and (Path(out) / HEATMAPS).is_file()
+
+
 def draw_analysis(out: str | Path) -> list[Path]:
     """(Re)draw the analysis figures of OUT from OUT/analysis.json and OUT/heatmaps.npz."""
     from lm2.plots import memory_heatmaps, slot_role_heatmap

@@ -132,7 +132,7 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
                         for _, r in runs]  # fmt: skip
             spread[runs[0][1]["model"]] = {g: _stats([s[g] for s in per_seed])["spread"] for g in per_seed[0]}
         results["fig3_spread"] = spread
-        results["chance"] = 100 * float(np.mean([1 / len(labels_for(t)) for t in tasks if labels_for(t)] or [0]))
+        results["chance"] = chance_percent(tasks)
     # Table 2
     ppl, mmlu = _seed_groups(units, "ppl"), _seed_groups(units, "mmlu")
     if ppl or mmlu:
@@ -190,6 +190,11 @@ def gather(study: Any, parts: tuple[str, ...], seconds: float, command: str | No
     return results
 
 
+def chance_percent(tasks: Sequence[str]) -> float:
+    """Accuracy (%) of a uniform guess among each task's answers, averaged over the tasks."""
+    return 100 * float(np.mean([1 / len(labels_for(t)) for t in tasks if labels_for(t)] or [0]))
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
@@ -229,7 +234,8 @@ def draw_figures(out: Path, results: dict[str, Any]) -> dict[str, Path]:
             for name, m in t1["models"].items()
         }
         drawn["table1"] = plots.accuracy_vs_length(
-            t1["lengths"], curves, figs / "accuracy_vs_length.png", chance=results.get("chance"), tasks=len(t1["tasks"])
+            t1["lengths"], curves, figs / "accuracy_vs_length.png",
+            chance=results.get("chance", chance_percent(t1["tasks"])), tasks=len(t1["tasks"])
         )
         if any(v is not None for s in results["fig3"].values() for v in s.values()):
             drawn["fig3"] = plots.capability_radar(
@@ -243,11 +249,14 @@ def draw_figures(out: Path, results: dict[str, Any]) -> dict[str, Path]:
             log_y=f5["metric"] == "val_ppl",
         )  # fmt: skip
     if "analysis" in results:
-        from lm2.analysis.run import draw_analysis
+        from lm2.analysis.run import analysis_sources_present, draw_analysis
 
         folder = out / results["analysis"]["folder"]  # relative to the study folder
-        for path in draw_analysis(folder):
-            drawn[path.stem] = path
+        # the heatmaps live in the analysis unit's folder, not in results.json: a report saved without its
+        # units (results.json alone) is still drawn, without them, and says so
+        if analysis_sources_present(folder):
+            for path in draw_analysis(folder):
+                drawn[path.stem] = path
     return drawn
 
 
@@ -273,7 +282,9 @@ def replot_report(out: str | Path) -> None:
 
 def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> list[Block]:
     b: list[Block] = [("h", 1, f"LM2 reproduction study — scale {results['scale']}")]
-    b.append(("p", f"Scale config: `{results['scale_file']}` (in this folder); seeds per arm: {results['seeds']}; parts: "
+    held = (out / results["scale_file"]).is_file()
+    where = "in this folder" if held else "not in this folder: results.json → scale_config holds it"
+    b.append(("p", f"Scale config: `{results['scale_file']}` ({where}); seeds per arm: {results['seeds']}; parts: "
                    f"{', '.join(results['parts'])}; written {results['date']}. Wall time of the call that wrote "
                    f"this report: {results['wall_seconds_this_call']:.0f} s; all units together (including earlier "
                    f"calls): {results['unit_seconds_total']:.0f} s."))  # fmt: skip
@@ -368,6 +379,10 @@ def document(results: dict[str, Any], figures: dict[str, Path], out: Path) -> li
                             "out gate M_C", "in gate", "forget gate"], rows))  # fmt: skip
         b.append(("p", "First prompt only; entropies in nats (lower = sharper reads); gates averaged over "
                        "tokens/slots and channels."))  # fmt: skip
+        if not any(k.startswith(("fig6_", "slots_")) for k in figures):
+            b.append(("p", f"The heatmaps are not drawn: their source (`{a['folder']}/heatmaps.npz` and "
+                           "`analysis.json`) is not in this folder. `lm2 reproduce --replot` on a copy of the "
+                           "whole study folder draws them."))  # fmt: skip
         for key in sorted(k for k in figures if k.startswith("fig6_")):
             b.append(("img", figures[key], f"Token-to-slot read attention, {key[5:].replace('_', ' ')}: left with "
                       "the initial memory, right after writing the prompt. Source: analysis/heatmaps.npz."))  # fmt: skip
