@@ -66,7 +66,9 @@ def one_shot(model, doc: torch.Tensor, question: torch.Tensor, new: int) -> tupl
     return generated[:, full.shape[1] :], logits
 
 
-def from_state(model, state: ModelState, question: torch.Tensor, new: int) -> tuple[torch.Tensor, torch.Tensor]:
+def from_state(
+    model, state: ModelState, question: torch.Tensor, new: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The same, asked from the state (on copies: the state itself is never extended)."""
     with torch.no_grad():
         logits = model(question, use_cache=True, **{CACHE_FIELD: state.copy().cache}).logits
@@ -92,7 +94,9 @@ def test_generation_inputs_drive_generate_directly(model) -> None:
     doc, question = tokens(29, 3), tokens(3, 4)
     want, _ = one_shot(model, doc, question, new=6)
     state = read_tokens(model, doc, chunk_tokens=8)
-    out = model.generate(**state.generation_inputs(question), max_new_tokens=6, do_sample=False, pad_token_id=0)
+    out = model.generate(
+        **state.generation_inputs(question), max_new_tokens=6, do_sample=False, pad_token_id=0
+    )
     assert torch.equal(out[:, question.shape[1] :], want)
 
 
@@ -209,6 +213,6 @@ def test_vanilla_without_a_window_keeps_every_key() -> None:
     """Documented: vanilla's state is its attention cache; without a window it grows with the document."""
     model = build("vanilla", dtype=torch.float32)
     short, long = read_tokens(model, tokens(100, 14)), read_tokens(model, tokens(400, 15))
-    per_token = SHAPE["num_hidden_layers"] * 2 * SHAPE["num_key_value_heads"] * 8 * 4  # K, V: head dim 8, fp32
-    per_token += 8  # the key's valid-token index (int64)
+    # Per token and block: a key and a value of head dim 8 per key/value head (fp32); once: its index (int64).
+    per_token = SHAPE["num_hidden_layers"] * 2 * SHAPE["num_key_value_heads"] * 8 * 4 + 8
     assert long.nbytes() - short.nbytes() == 300 * per_token

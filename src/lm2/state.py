@@ -177,7 +177,10 @@ class ModelState:
             "dtype": self.dtype,
             "tokens": self.tokens,
             "info": self.info,
-            "tensors": {name: {"shape": list(t.shape), "dtype": str(t.dtype)} for name, t in tensors.items()},
+            "tensors": {
+                name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                for name, t in tensors.items()
+            },
             "file": STATE_FILE,
             "bytes": path.stat().st_size,
             "sha256": sha256(path),
