@@ -260,18 +260,17 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def read_tokens(
+def feed_tokens(
     model: Any, ids: torch.Tensor | list[int], chunk_tokens: int = 4096, progress: Progress | None = None
-) -> ModelState:
-    """Feed a document's token ids (T,) or (1, T) through ``model`` in chunks; return its state after them.
+) -> Any:
+    """Feed token ids (T,) or (1, T) through any causal LM with a cache, in chunks; return the cache.
 
-    Each chunk carries the cache of the one before, so the result equals one forward over the whole
-    document, while the memory used stays that of one chunk plus the state (with a window or RMT; a
-    full-attention cache grows with the document, as it would in one call). Only the last position's
-    logits are computed: a state needs none, and the vocabulary projection of every token is wasted work.
-    ``progress(done, total)`` is called after each chunk.
+    Each chunk carries the cache of the one before, so the result equals one forward over all the ids,
+    while the memory used stays that of one chunk plus the cache (flat with an attention window or RMT; a
+    full-attention cache grows with the input, as it would in one call). Only the last position's logits
+    are computed: the cache needs none, and the vocabulary projection of every token would be wasted
+    work. ``progress(done, total)`` is called after each chunk.
     """
-    family = model_family(model)
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
     ids = _as_batch(ids).to(model.device)
@@ -285,8 +284,17 @@ def read_tokens(
         cache = output_cache(out)
         if progress is not None:
             progress(start + piece.shape[1], total)
+    return cache
+
+
+def read_tokens(
+    model: Any, ids: torch.Tensor | list[int], chunk_tokens: int = 4096, progress: Progress | None = None
+) -> ModelState:
+    """Read a document's token ids (T,) or (1, T) in chunks (:func:`feed_tokens`) into a :class:`ModelState`."""
+    family = model_family(model)
+    cache = feed_tokens(model, ids, chunk_tokens, progress)
     dtype = str(model.dtype).removeprefix("torch.")
-    return ModelState(cache, family, state_config(model), total, dtype)
+    return ModelState(cache, family, state_config(model), cache.get_seq_length(), dtype)
 
 
 def read_text(
