@@ -153,8 +153,7 @@ class ModelState:
         """Write ``state.safetensors`` and, last, ``manifest.json`` into ``directory``; return the folder.
 
         The manifest is removed first and written only once the tensors are on disk, so a folder whose
-        save was interrupted has no manifest (or an old one whose checksum no longer matches): never a
-        state that loads wrong.
+        save was interrupted has no manifest: never one that loads wrong.
         """
         from safetensors.torch import save_file
 
