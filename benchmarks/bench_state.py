@@ -3,10 +3,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_state                 # 16K, 128K, 1M tokens
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_state --lengths 4096,16384 --cap 30   # a smoke run
 
-Three models of the qa1 recipe's laptop shape (configs/memory-qa1-*.yaml: width 64, 2 blocks, 4 heads, 4
+Four models of the qa1 recipe's laptop shape (configs/memory-qa1-*.yaml: width 64, 2 blocks, 4 heads, 4
 key/value heads; random weights, which cost the same as trained ones): LM2 (window 64, memory of 16 slots
-written every 32 tokens), vanilla with the same window (its state is a window-sized attention cache) and
-vanilla without a window (its state is every key and value: it grows with the document, and attention
+written every 32 tokens), RMT on the same backbone (16 memory tokens, segments of 32), vanilla with the
+same window (its state is a window-sized attention cache) and vanilla without a window (its state is every key and value: it grows with the document, and attention
 over it costs time quadratic in the length). Each (model, length) cell runs in a fresh process: it reads
 random token ids through ``lm2.state.read_tokens`` (chunks of 4,096 tokens), times it, saves the state and
 reports its process's peak resident set (``VmHWM``) and its resident set just before reading (libraries
@@ -33,6 +33,7 @@ SHAPE = dict(
 )  # fmt: skip
 ARMS = {
     "lm2": dict(use_memory=True, attention_window=64, segment_length=32, memory_slots=16, memory_heads=2),
+    "rmt": dict(num_mem_tokens=16, segment_length=32),  # the recipe's RMT arm: 16 memory tokens, segments of 32
     "vanilla, window 64": dict(use_memory=False, attention_window=64),
     "vanilla, full attention": dict(use_memory=False),
 }
@@ -54,11 +55,14 @@ def child(arm: str, length: int, cap: float) -> dict:
     """In this (fresh) process: read ``length`` random tokens with model ``arm``; report time, memory, size."""
     import torch
 
-    from lm2 import LM2Config, LM2ForCausalLM
+    from lm2 import LM2Config, LM2ForCausalLM, RMTConfig, RMTForCausalLM
     from lm2.state import read_tokens
 
     torch.manual_seed(0)
-    model = LM2ForCausalLM(LM2Config(**SHAPE, **ARMS[arm])).eval()
+    if arm == "rmt":
+        model = RMTForCausalLM(RMTConfig(**SHAPE, **ARMS[arm])).eval()
+    else:
+        model = LM2ForCausalLM(LM2Config(**SHAPE, **ARMS[arm])).eval()
     ids = torch.randint(0, SHAPE["vocab_size"], (1, length), generator=torch.Generator().manual_seed(1))
     read_tokens(model, ids[:, :CHUNK], CHUNK)  # warm-up (first-call costs), untimed
     before = status_mib("VmRSS")
@@ -136,40 +140,46 @@ def figure(rows: list[dict], path: Path, caption: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     panels = [
         ("tokens_per_s", "reading speed (tokens/s)"),
-        ("growth_mib", "peak - before (MiB)"),
+        ("growth_mib", "peak - before reading (MiB)"),
         ("state_mib", "saved state on disk (MiB)"),
     ]
+    lengths = sorted({r["length"] for r in rows})  # the ticks: the lengths asked for
     for ax, (key, label) in zip(axes, panels, strict=True):
         for arm in ARMS:
-            cells = [r for r in rows if r["arm"] == arm and "error" not in r]
-            points = []
-            for r in cells:
+            # A capped cell is drawn where it stopped (the tokens it read), not at the length it was given.
+            points = {}
+            for r in rows:
+                if r["arm"] != arm or "error" in r or (key == "state_mib" and r["capped"]):
+                    continue
                 value = {
                     "tokens_per_s": r["tokens_per_s"],
                     "growth_mib": r["peak_mib"] - r["before_mib"],
-                    "state_mib": r.get("disk_bytes", 0) / 2**20 if not r["capped"] else None,
+                    "state_mib": r.get("disk_bytes", 0) / 2**20,
                 }[key]
-                if value is not None:
-                    points.append((r["length"], value, r["capped"]))
+                points[r["tokens"]] = (value, r["capped"])
             if not points:
                 continue
-            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=arm)
-            for x, y, capped in points:
-                if capped:
-                    ax.annotate("capped", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8,
-                                color=line.get_color())  # fmt: skip
+            xs = sorted(points)
+            (line,) = ax.plot(xs, [points[x][0] for x in xs], marker="o", label=arm)
+            for x in xs:
+                if points[x][1]:
+                    ax.annotate(f"capped at {x:,}", (x, points[x][0]), textcoords="offset points",
+                                xytext=(-30, 8), fontsize=8, color=line.get_color())  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(lengths, [f"{n // 1024:,}K" if n < 2**20 else f"{n / 2**20:g}M" for n in lengths])
+        ax.minorticks_off()
         ax.set_xlabel("document length (tokens)")
         ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Reading a document into a state: LM2 and windowed vanilla stay flat, full attention grows")
-    fig.text(0.5, 0.01, caption, ha="center", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+        ax.grid(True, alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=len(names), fontsize=9, bbox_to_anchor=(0.5, 0.93))
+    fig.suptitle("Reading a document into a state: LM2, RMT and windowed vanilla stay flat; full attention grows")
+    fig.text(0.5, 0.015, caption, ha="center", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.9))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -182,31 +192,35 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_state.json")
     p.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "bench_state.png")
     p.add_argument("--child", nargs=2, metavar=("ARM", "LENGTH"), help=argparse.SUPPRESS)
+    p.add_argument("--replot", action="store_true", help="redraw the table and figure from --json, measuring nothing")
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.cap)))
         return
 
-    import torch
+    if args.replot:
+        saved = json.loads(args.json.read_text())
+        rows, machine_line, cap = saved["rows"], saved["machine"], saved["cap_seconds"]
+    else:
+        import torch
 
-    from benchmarks.bench_model import machine
+        from benchmarks.bench_model import machine
 
-    torch.set_num_threads(1)  # as each child runs (OMP_NUM_THREADS=1); machine() reports the count
-    lengths = [int(x) for x in args.lengths.split(",") if x]
-    rows = []
-    for arm in ARMS:
-        for length in lengths:
-            print(f"[{time.strftime('%H:%M:%S')}] {arm} {length:,}", file=sys.stderr, flush=True)
-            rows.append(measure(arm, length, args.cap))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    text = table(rows, args.cap, machine())
-    print(text)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": machine(), "chunk_tokens": CHUNK, "cap_seconds": args.cap,
-                                     "shape": SHAPE, "arms": ARMS, "rows": rows}, indent=1) + "\n")  # fmt: skip
+        torch.set_num_threads(1)  # as each child runs (OMP_NUM_THREADS=1); machine() reports the count
+        machine_line, cap = machine(), args.cap
+        rows = []
+        for arm in ARMS:
+            for length in [int(x) for x in args.lengths.split(",") if x]:
+                print(f"[{time.strftime('%H:%M:%S')}] {arm} {length:,}", file=sys.stderr, flush=True)
+                rows.append(measure(arm, length, cap))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"machine": machine_line, "chunk_tokens": CHUNK, "cap_seconds": cap,
+                                         "shape": SHAPE, "arms": ARMS, "rows": rows}, indent=1) + "\n")  # fmt: skip
+    print(table(rows, cap, machine_line))
     caption = (
-        f"Width 64, 2 blocks, random weights; chunks of {CHUNK:,} tokens; one process per point, "
-        f"{machine()}. A capped point read for {args.cap:.0f} s and stopped (its speed is that of its first tokens)."
+        f"Width 64, 2 blocks, random weights; chunks of {CHUNK:,} tokens; one process per point; {machine_line}. "
+        f"A capped point read for {cap:.0f} s and stopped: it is drawn at the tokens it read, its speed their mean."
     )
     figure(rows, args.figure, caption)
 
