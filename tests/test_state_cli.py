@@ -18,6 +18,7 @@ from lm2.data.tokenizer import save_tokenizer, train_word_tokenizer
 from lm2.eval.babilong import generate_answers
 from lm2.eval.model_folder import load_model_and_tokenizer
 from tests.conftest import TINY_BACKBONE
+from tests.test_eval_fixtures import make_checkpoint
 
 STORY = (
     "Mary moved to the bathroom. John went to the hallway. Daniel travelled to the office. "
@@ -179,3 +180,11 @@ def test_bad_inputs_are_one_line_and_exit_2(capsys, folders, tmp_path: Path) -> 
     assert "the document is empty" in one_line_error(capsys, *read, "--input", str(empty))
     assert "no such file or folder" in one_line_error(capsys, *read, "--input", str(tmp_path / "none.txt"))
     assert "holds no .txt files" in one_line_error(capsys, *read, "--input", str(tmp_path / "state"))
+    story = str(folders["story"])
+    assert "--chunk-tokens must be at least 1" in one_line_error(
+        capsys, *read, "--input", story, "--chunk-tokens", "0"
+    )
+    llama = make_checkpoint(tmp_path / "llama")  # transformers' Llama: no state of the kinds lm2 saves
+    assert "needs an LM2, vanilla LM2 or RMT model; this one has model_type 'llama'" in one_line_error(
+        capsys, "read", "--model", str(llama), "--input", story, "--out", str(tmp_path / "new")
+    )
