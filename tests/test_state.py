@@ -4,6 +4,7 @@ flat in the document's length where the model's state is."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,11 @@ def test_refuses_a_truncated_or_tampered_file(tmp_path: Path) -> None:
 
 def test_refuses_a_missing_manifest_or_folder(tmp_path: Path) -> None:
     model, folder = _saved(tmp_path)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    del manifest["sha256"]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="corrupt, it lacks sha256"):
+        ModelState.load(folder, model)
     (folder / MANIFEST_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="manifest.json: missing"):
         ModelState.load(folder, model)

@@ -22,7 +22,7 @@ A saved state is a folder: ``state.safetensors`` (every tensor) and ``manifest.j
 model family, the config it was read with and its fingerprint, the dtype, the tensors' names and shapes,
 the file's size and SHA-256, the lm2 version, the document's token count). Loading refuses, by a one-line
 ``ValueError`` naming what differs, a state read by another family or config, in another dtype, or whose
-file was cut short or changed after the save.
+file was cut short or changed after the save (a missing folder, manifest or file: ``FileNotFoundError``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ STATE_FILE = "state.safetensors"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "lm2-state"
 FORMAT_VERSION = 1
-FAMILIES = ("lm2", "vanilla", "rmt")
+# What loading reads of a manifest (``save`` writes these and a few more: the lm2 version, the tensors' dtypes).
+MANIFEST_KEYS = ("family", "fingerprint", "config", "dtype", "tokens", "tensors", "file", "bytes", "sha256")
 
 # Config keys that do not change what a state means: bookkeeping, output switches, and the two
 # implementation switches whose paths compute the same function (the fast/reference memory, the
@@ -255,6 +256,9 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(
             f"{path}: state format version {manifest.get('format_version')}; this lm2 reads version {FORMAT_VERSION}"
         )
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise ValueError(f"{path}: corrupt, it lacks {', '.join(missing)}: read the document again")
     return manifest
 
 
