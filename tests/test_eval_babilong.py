@@ -347,3 +347,26 @@ def test_sets_built_by_lm2_data_babilong(tmp_path, tokenizer) -> None:
     oracle = Candidate("oracle", lambda: (FakeLM(tokenizer, _oracle(groups)), tokenizer))
     results = evaluate([oracle], groups, tmp_path / "out", prompt="babilong")
     assert all(results["accuracy"][n]["oracle"]["avg"] == 100.0 for n in ("0k", "1k"))
+
+
+@pytest.mark.parametrize("family", ["llama", "lm2"])
+def test_prompts_read_in_chunks_get_the_answers_of_one_call(tmp_path, groups, family) -> None:
+    """--chunk-tokens: a prompt longer than the chunk is read in pieces with the cache carried (transformers'
+    cache for Llama, LM2's own), then answered from it: the predictions of one call, with reading speed."""
+    ckpt = make_checkpoint(tmp_path / family, family=family)
+    candidates = [Candidate(family, lambda: load_model_and_tokenizer(ckpt, "cpu"))]
+    whole = evaluate(candidates, groups, tmp_path / "whole", batch_size=3, chunk_tokens=None)
+
+    def predictions(out: Path) -> dict:
+        return {(r["task"], r["length"], r["id"]): r["prediction"] for r in read_predictions(out / "predictions.jsonl")}
+
+    # The prompts are 37-44 tokens: every one goes through the chunks, cut at 5, 7 or 10 (segments of 8).
+    for chunk in (5, 7, 10):
+        out = tmp_path / f"chunks-{chunk}"
+        chunked = evaluate(candidates, groups, out, batch_size=3, chunk_tokens=chunk)
+        assert predictions(out) == predictions(tmp_path / "whole")
+        assert chunked["accuracy"] == whole["accuracy"]
+        assert chunked["speed"][family]["tokens"] == whole["speed"][family]["tokens"] > 11 * 36
+    assert len(set(predictions(tmp_path / "whole").values())) > 1
+    assert "## reading speed" in (tmp_path / "whole" / "results.md").read_text()
+    assert json.loads((tmp_path / "whole" / "results.json").read_text())["speed"][family]["tokens_per_second"] > 0

@@ -23,6 +23,7 @@ from lm2.commands.data import babi_command, babilong_command, tokenizer_command
 from lm2.commands.demo import demo, params
 from lm2.commands.evaluate import eval_babilong, eval_harness, eval_mmlu, eval_ppl, eval_rescore
 from lm2.commands.reproduce import reproduce
+from lm2.commands.state import ask, read
 from lm2.commands.train import prepare, train
 
 # Subcommand -> the typed function it runs, or a nested group.
@@ -43,6 +44,8 @@ COMMANDS: dict[str, Any] = {
         "harness": eval_harness,
         "rescore": eval_rescore,
     },
+    "read": read,
+    "ask": ask,
     "analyze": {
         "memory": analyze_memory,
     },

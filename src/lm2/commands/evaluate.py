@@ -35,11 +35,13 @@ def eval_babilong(
     device: str = "auto",
     dtype: Literal["float32", "bfloat16", "float16"] = "float32",
     metric: Metric = "words",
+    chunk_tokens: int | None = 4096,
 ) -> None:
     """Evaluate checkpoints on BABILong and write the paper's Table 1 layout (markdown, CSV, JSON).
 
     Answers are generated greedily (at most 20 new tokens) and scored by --metric. Every answer
     goes to OUT/predictions.jsonl at once; running again with the same --out skips rows already scored.
+    The tables end with each model's reading speed (prompt tokens per second of answering).
 
     Args:
         model: comma-separated, each a run folder of `lm2 train --out` (its newest checkpoint) or a model folder (save_pretrained); each gives one row of the tables
@@ -57,6 +59,9 @@ def eval_babilong(
         dtype: float32, bfloat16 or float16.
         metric: words (whole-word labels, header lines skipped, option lists rejected, follow-up text cut
             off) or babilong (the official BABILong rules, for numbers comparable with published tables).
+        chunk_tokens: a prompt longer than this is answered alone, read in chunks of this many tokens with
+            the model's cache carried (memory flat in the prompt's length with an attention window or RMT;
+            the same answers as one call); none: every prompt in one call, in batches.
     """
     from lm2.data.rows import missing_sets, select_rows
     from lm2.eval.babilong import Candidate, evaluate, make_retriever, to_markdown
@@ -83,8 +88,9 @@ def eval_babilong(
     for d in dirs:  # fail before hours of work on the first model if a later folder is broken
         check_checkpoint(d)
     results = evaluate(
-        candidates, groups, out, prompt=prompt, batch_size=batch_size, retriever=retriever, metric=metric
-    )
+        candidates, groups, out, prompt=prompt, batch_size=batch_size, retriever=retriever, metric=metric,
+        chunk_tokens=chunk_tokens,
+    )  # fmt: skip
     print(to_markdown(results))
 
 

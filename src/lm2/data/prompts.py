@@ -19,7 +19,17 @@ Row = Mapping[str, Any]  # {"input", "question", "target", "task", "length", ...
 
 def format_plain(row: Row) -> str:
     """The prompt for ``row`` in the plain layout; the answer is generated right after it."""
-    return f"<context>\n{row['input']}\n</context>\nQuestion: {row['question']}\nAnswer:"
+    return plain_context(row["input"]) + plain_question(row["question"])
+
+
+def plain_context(context: str) -> str:
+    """The plain layout's first part, the context (what ``lm2 read --prompt plain`` reads)."""
+    return f"<context>\n{context}\n</context>\n"
+
+
+def plain_question(question: str) -> str:
+    """The plain layout's second part, the question up to ``Answer:`` (what ``lm2 ask`` appends)."""
+    return f"Question: {question}\nAnswer:"
 
 
 def answer_text(row: Row) -> str:

@@ -3,7 +3,12 @@
 For every model, every (task, length) group of rows is turned into prompts (``plain`` or the authors'
 ``babilong`` layout, optionally after a retrieval step shortens the context), answered by batched greedy
 generation (left padding, at most 20 new tokens) and scored by a metric of :mod:`lm2.eval.matcher`
-(``words``, whole-word matching, by default; ``babilong``, the official BABILong rules). Each answer is appended to ``predictions.jsonl`` as soon as its batch is done, so
+(``words``, whole-word matching, by default; ``babilong``, the official BABILong rules). A prompt longer
+than ``chunk_tokens`` is answered alone: all but its last piece is fed through the model in chunks of
+that many tokens with the cache carried (:func:`lm2.state.feed_tokens`: constant memory with an attention
+window or RMT), then the answer is generated from the cache, exactly as from the whole prompt. Each answer
+is appended to ``predictions.jsonl`` as soon as its batch is done, with its prompt's token count and its
+share of the batch's seconds (the tables' reading speed), so
 a crashed run started again with the same ``--out`` only computes the rows not yet scored. The tables
 (``results.md``, ``results.csv``, ``results.json``) are rebuilt from the predictions at the end.
 """
@@ -16,6 +21,7 @@ import importlib
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,8 @@ from lm2.data.lengths import length_tokens
 from lm2.data.prompts import get_prompt_format
 from lm2.data.rows import Row, task_order
 from lm2.eval.matcher import Metric, is_correct, labels_for
+from lm2.models.outputs import CACHE_FIELD
+from lm2.state import feed_tokens
 from lm2.utils.io import atomic_write, atomic_write_text
 
 MAX_NEW_TOKENS = 20
@@ -61,6 +69,33 @@ def generate_answers(
     )
     new = out[:, batch["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
     return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def generate_long_answer(
+    model: Any, tokenizer: Any, prompt: str, chunk_tokens: int, max_new_tokens: int = MAX_NEW_TOKENS
+) -> str:
+    """The greedy continuation of one long ``prompt``, read in chunks of ``chunk_tokens`` tokens.
+
+    The prompt's ids are those of :func:`generate_answers` (a batch of one has no padding). Every whole
+    chunk but the last piece is fed with the cache carried; ``generate`` gets the rest (1 to
+    ``chunk_tokens`` tokens) and a mask over the whole prompt, so it continues from the cache.
+    """
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(model.device)  # (1, T)
+    T = ids.shape[1]
+    split = (T - 1) // chunk_tokens * chunk_tokens  # what is read before generate(): whole chunks, not all
+    cache = feed_tokens(model, ids[:, :split], chunk_tokens) if split else None
+    rest = ids[:, split:]
+    out = model.generate(
+        input_ids=rest,
+        attention_mask=torch.ones(1, T, dtype=torch.long, device=ids.device),
+        **({CACHE_FIELD: cache} if cache is not None else {}),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer.decode(out[0, rest.shape[1] :], skip_special_tokens=True)
 
 
 def apply_retriever(row: Row, retriever: Retriever | None) -> Row:
@@ -137,10 +172,18 @@ def evaluate(
     retriever: Retriever | None = None,
     max_new_tokens: int = MAX_NEW_TOKENS,
     metric: Metric = "words",
+    chunk_tokens: int | None = 4096,
 ) -> dict[str, Any]:
-    """Score every candidate on every group, resuming from ``out/predictions.jsonl``; write the tables."""
+    """Score every candidate on every group, resuming from ``out/predictions.jsonl``; write the tables.
+
+    Prompts longer than ``chunk_tokens`` tokens are answered one at a time through
+    :func:`generate_long_answer`; ``None`` answers every prompt in batches by one call (the earlier path,
+    whose memory grows with the prompt for a full-attention model or RMT).
+    """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if chunk_tokens is not None and chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be at least 1 (or None: no chunks), got {chunk_tokens}")
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
         raise ValueError(f"two models share a name in {names}; names must be unique")
@@ -177,12 +220,23 @@ def evaluate(
         model, tokenizer = candidate.load()
         # Similar lengths together: less padding, and the longest batches come first (fail early on memory).
         pending.sort(key=lambda p: len(p[1]), reverse=True)
-        batches = range(0, len(pending), batch_size)
-        for start in tqdm(batches, desc=f"babilong {candidate.name}", unit="batch"):
-            chunk = pending[start : start + batch_size]
-            answers = generate_answers(model, tokenizer, [t for _, t in chunk], max_new_tokens)
+        counts = [len(tokenizer(text)["input_ids"]) for _, text in pending]  # prompt tokens of each row
+        long = [chunk_tokens is not None and n > chunk_tokens for n in counts]
+        short = [i for i, is_long in enumerate(long) if not is_long]
+        # A long prompt alone (read in chunks); the short ones in batches, composed as without chunking.
+        jobs = [[i] for i, is_long in enumerate(long) if is_long]
+        jobs += [short[s : s + batch_size] for s in range(0, len(short), batch_size)]
+        for job in tqdm(jobs, desc=f"babilong {candidate.name}", unit="batch"):
+            chunk = [pending[i] for i in job]
+            start = time.perf_counter()
+            if long[job[0]]:
+                answers = [generate_long_answer(model, tokenizer, chunk[0][1], chunk_tokens, max_new_tokens)]
+            else:
+                answers = generate_answers(model, tokenizer, [t for _, t in chunk], max_new_tokens)
+            seconds = time.perf_counter() - start
+            job_tokens = sum(counts[i] for i in job)
             records = []
-            for (row, text), answer in zip(chunk, answers, strict=True):
+            for i, (row, text), answer in zip(job, chunk, answers, strict=True):
                 record = {
                     "model": candidate.name,
                     "task": row["task"],
@@ -195,6 +249,8 @@ def evaluate(
                         answer, row["target"], row["question"], row["task"], labels[row["task"]], metric
                     ),
                     "prompt_sha1": _prompt_hash(text),
+                    "tokens": counts[i],
+                    "seconds": seconds * counts[i] / job_tokens,  # the row's share of its batch's time
                 }
                 records.append(record)
                 done[(candidate.name, row["task"], row["length"], row["id"])] = record
@@ -214,7 +270,8 @@ def aggregate(
     metric: Metric = "words",
 ) -> dict[str, Any]:
     """{"tasks", "lengths", "models", "metric", "accuracy": {length: {model: {task: %, "avg": %}}},
-    "count": ...}.
+    "count": ...} and, for the models whose answers were timed (by ``evaluate``; not answers made
+    elsewhere), "speed": {model: {"tokens", "seconds", "tokens_per_second"}} over the prompts read.
 
     Only the asked rows count (a predictions file may hold more, from an earlier, larger run); answers are
     re-scored by ``metric`` so the tables always follow the current matcher.
@@ -224,6 +281,7 @@ def aggregate(
     by_key = {(r["model"], r["task"], r["length"], r["id"]): r for r in records}
     accuracy: dict[str, dict[str, dict[str, float]]] = {}
     count: dict[str, dict[str, dict[str, int]]] = {}
+    timed: dict[str, list[tuple[int, float]]] = {}  # model -> (prompt tokens, seconds) of each timed row
     for length in lengths:
         for model in models:
             acc, cnt = {}, {}
@@ -231,6 +289,7 @@ def aggregate(
                 rows = groups.get((task, length), [])  # a set the data lacks: an empty cell
                 hits = [by_key.get((model, task, length, r["id"])) for r in rows]
                 scored = [h for h in hits if h is not None]
+                timed.setdefault(model, []).extend((h["tokens"], h["seconds"]) for h in scored if "seconds" in h)
                 cnt[task] = len(scored)
                 correct = sum(
                     is_correct(h["prediction"], h["target"], h["question"], task, labels[task], metric)
@@ -240,7 +299,12 @@ def aggregate(
             acc["avg"] = sum(acc[t] for t in tasks) / len(tasks)
             accuracy.setdefault(length, {})[model] = acc
             count.setdefault(length, {})[model] = cnt
-    return {
+    speed = {}
+    for model, rows in timed.items():
+        tokens, seconds = sum(n for n, _ in rows), sum(t for _, t in rows)
+        if rows and seconds > 0:
+            speed[model] = {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
+    results = {
         "tasks": tasks,
         "lengths": lengths,
         "models": list(models),
@@ -248,6 +312,7 @@ def aggregate(
         "accuracy": accuracy,
         "count": count,
     }
+    return {**results, "speed": speed} if speed else results
 
 
 def _cell(value: float) -> str:
@@ -272,6 +337,11 @@ def to_markdown(results: dict[str, Any]) -> str:
         for model in results["models"]:
             avgs = [_cell(results["accuracy"][n][model]["avg"]) for n in results["lengths"]]
             lines.append(f"| {model} | " + " | ".join(avgs) + " |")
+        lines.append("")
+    if results.get("speed"):  # answers generated by this evaluation: how fast each model read its prompts
+        lines += ["## reading speed", "", "| model | prompt tokens | seconds | prompt tokens/s |", "|---|---|---|---|"]
+        for model, sp in results["speed"].items():
+            lines.append(f"| {model} | {sp['tokens']:,} | {sp['seconds']:.1f} | {sp['tokens_per_second']:,.0f} |")
         lines.append("")
     return "\n".join(lines)
 

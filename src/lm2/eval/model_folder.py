@@ -9,6 +9,7 @@ every lm2 module imports (through the package `lm2`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,7 +18,15 @@ from typing import Any
 import torch
 
 from lm2.models.loading import check_causal
-from lm2.run_folder import MANIFEST, OPTIMIZER, STATE, checkpoint_step, resolve_model_dir, verify_checkpoint
+from lm2.run_folder import (
+    MANIFEST,
+    OPTIMIZER,
+    STATE,
+    checkpoint_step,
+    resolve_model_dir,
+    sha256,
+    verify_checkpoint,
+)
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -60,6 +69,28 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
     if (path / MANIFEST).is_file():  # damaged weights would load fine and score nonsense
         verify_checkpoint(path, skip=(OPTIMIZER, STATE))
     return path
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """One SHA-256 for the weights of model folder ``path`` (a run folder: its newest checkpoint), from the
+    sums its ``manifest.json`` records when ``lm2 train`` wrote one (checked on loading), else computed.
+
+    What a saved state records of the model that read it: two checkpoints of one config (two steps of a run)
+    have the same config fingerprint but not the same weights.
+    """
+    path = resolve_model_dir(path)
+    weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
+    if not weights:
+        raise FileNotFoundError(f"{path}: no weights found; expected one of {', '.join(WEIGHT_FILES)}")
+    files = _safetensors_files(weights[0]) or [weights[0]]
+    recorded = {}
+    if (path / MANIFEST).is_file():
+        recorded = json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("files", {})
+    h = hashlib.sha256()
+    for file in files:
+        digest = recorded.get(file.name, {}).get("sha256") or sha256(file)
+        h.update(f"{file.name} {digest}\n".encode())
+    return h.hexdigest()
 
 
 def _safetensors_files(weights: Path) -> list[Path]:

@@ -139,6 +139,49 @@ class LM2Cache(Cache):
         self._map(torch.Tensor.detach)
         return self
 
+    # What ``tensors`` saves of each block: everything but ``memory_kv``, which is a function of ``memory``
+    # (its read projections, recomputed bit for bit by the next call when absent). Leaving it out keeps the
+    # saved state's size the same whether or not the last call wrote the memory.
+    _SAVED = ("keys", "values", "conv_state", "memory", "pending")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to continue this cache, by name: ``layers.{i}.{keys,values,conv_state,memory,
+        pending}`` (those a block holds), ``key_index`` (B, L), ``seen_valid`` (B,) and ``seen_tokens`` (a
+        0-d long tensor). :meth:`from_tensors` rebuilds the cache from them."""
+        if not self.is_initialized:
+            raise ValueError("the cache is empty (no tokens were fed through it): there is nothing to save")
+        out: dict[str, torch.Tensor] = {}
+        for i, layer in enumerate(self.layers):
+            for name in self._SAVED:
+                t = getattr(layer, name)
+                if t is not None:
+                    out[f"layers.{i}.{name}"] = t
+        out["key_index"] = self.key_index
+        out["seen_valid"] = self.seen_valid
+        out["seen_tokens"] = torch.tensor(self.seen_tokens, dtype=torch.long)
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], num_layers: int) -> LM2Cache:
+        """The cache :meth:`tensors` describes (the tensors are used as given, not copied)."""
+        known = {f"layers.{i}.{n}" for i in range(num_layers) for n in cls._SAVED}
+        known |= {"key_index", "seen_valid", "seen_tokens"}
+        unknown = sorted(set(tensors) - known)
+        missing = sorted({"key_index", "seen_valid", "seen_tokens"} - set(tensors))
+        if unknown or missing:
+            raise ValueError(
+                f"not the tensors of an LM2 cache with {num_layers} layers: "
+                + (f"unknown {', '.join(unknown)}" if unknown else f"missing {', '.join(missing)}")
+            )
+        cache = cls(num_layers)
+        for i, layer in enumerate(cache.layers):
+            for name in cls._SAVED:
+                setattr(layer, name, tensors.get(f"layers.{i}.{name}"))
+        cache.key_index = tensors["key_index"]
+        cache.seen_valid = tensors["seen_valid"]
+        cache.seen_tokens = int(tensors["seen_tokens"])
+        return cache
+
     def trim(self, window: int | None) -> None:
         """Drop the leading cached keys no future token can attend to (padding, or out of the window)."""
         if self.key_index is None:

@@ -66,12 +66,43 @@ class RMTCache:
     def batch_size(self) -> int:
         return self.memory.shape[0]
 
+    @property
+    def is_linear(self) -> list[bool]:
+        # generate() (transformers 5.24) asks this of a cache passed in, to decide whether the prompt it is
+        # given also holds the tokens already consumed: [False] = answer as an attention cache does (slice
+        # them off by get_seq_length), which is what continuing from this state needs.
+        return [False]
+
     def get_seq_length(self, layer_idx: int | None = 0) -> int:
         return self.seen
 
     def detach(self) -> RMTCache:
         """A copy cut from the autograd graph (truncated BPTT across calls)."""
         return RMTCache(self.memory.detach(), [p.detach() for p in self.pending], self.seen)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the state, by name: ``memory`` (B, M, D), ``pending.{b}`` (f_b, D) and ``seen`` (a
+        0-d long tensor). :meth:`from_tensors` rebuilds the cache from them."""
+        out = {"memory": self.memory, "seen": torch.tensor(self.seen, dtype=torch.long)}
+        out.update({f"pending.{b}": p for b, p in enumerate(self.pending)})
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> RMTCache:
+        """The cache :meth:`tensors` describes (the tensors are used as given, not copied)."""
+        if "memory" not in tensors or "seen" not in tensors:
+            raise ValueError(
+                f"not the tensors of an RMT cache: need memory and seen, got {', '.join(sorted(tensors))}"
+            )
+        batch = tensors["memory"].shape[0]
+        expected = {"memory", "seen"} | {f"pending.{b}" for b in range(batch)}
+        if set(tensors) != expected:
+            raise ValueError(
+                f"not the tensors of an RMT cache of batch {batch}: expected {', '.join(sorted(expected))}, "
+                f"got {', '.join(sorted(tensors))}"
+            )
+        pending = [tensors[f"pending.{b}"] for b in range(batch)]
+        return cls(tensors["memory"], pending, int(tensors["seen"]))
 
     def batch_select_indices(self, indices: torch.Tensor | list[int]) -> None:
         """Keep the samples ``indices``, in that order (used by beam search and batch pruning)."""
