@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -448,7 +449,10 @@ def _die_with_parent(parent: int) -> None:
     study never leaves a worker training on, orphaned, into the study folder.
 
     The signal is armed only from here on; a study that died earlier (while this worker was still starting)
-    shows as a parent other than ``parent``: PID 1, or a subreaper that adopted the orphan.
+    shows as a parent other than ``parent``: PID 1, or a subreaper that adopted the orphan. The signal was
+    seen not to come once on a loaded machine (a worker orphaned, waiting on its task queue), so a daemon
+    thread also checks the parent every half second: the worker ends within a second of the study, signal
+    or not, on any platform.
     """
     if sys.platform.startswith("linux"):
         import ctypes
@@ -456,6 +460,13 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="lm2-parent-watch").start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _terminate(signum: int, frame: Any) -> None:
