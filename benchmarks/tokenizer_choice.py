@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shlex
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 import tokenizers
 from transformers import PreTrainedTokenizerBase
 
+from benchmarks.bench_model import machine as bench_machine
 from lm2.data.babi.format import find_task_file, read_stories, vocabulary
 from lm2.data.babi.generator import generate_stories
 from lm2.data.babi.types import Question, Statement, Story, parse_tasks
@@ -66,17 +66,9 @@ SHOWN_SPLITS = 12  # split bAbI words listed per candidate
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     # tokenizers trains and encodes on a thread pool unless TOKENIZERS_PARALLELISM=false; it moves build times.
     parallel = os.environ.get("TOKENIZERS_PARALLELISM", "unset")
-    return (
-        f"{cpu}, {os.cpu_count()} cores, tokenizers {tokenizers.__version__} "
-        f"(TOKENIZERS_PARALLELISM={parallel}), Python {platform.python_version()}, {platform.system()}"
-    )
+    return f"{bench_machine()}, tokenizers {tokenizers.__version__} (TOKENIZERS_PARALLELISM={parallel})"
 
 
 def babi_stories(babi: Path) -> tuple[list[Story], str]:
