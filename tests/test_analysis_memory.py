@@ -19,12 +19,15 @@ from tests.test_eval_fixtures import make_tokenizer
 TEXT = "Mary moved to the bathroom. John went to the hallway. Daniel picked up the football. Where is Mary?"
 
 
-def _model(tokenizer, topk: int | None = None, window: int | None = None, layers=None) -> LM2ForCausalLM:
+def _model(
+    tokenizer, topk: int | None = None, window: int | None = None, layers=None, norm: bool = False
+) -> LM2ForCausalLM:
     torch.manual_seed(3)
     config = LM2Config(
         vocab_size=len(tokenizer), hidden_size=18, intermediate_size=22, num_hidden_layers=3,
         num_attention_heads=3, num_key_value_heads=1, memory_slots=7, memory_heads=3, segment_length=5,
         memory_topk=topk, attention_window=window, memory_layers=layers, max_position_embeddings=4096,
+        memory_norm=norm,
     )  # fmt: skip
     model = LM2ForCausalLM(config).double().eval()
     with torch.no_grad():  # a non-trivial state: random gate weights and biases, not the initial ones
@@ -63,6 +66,13 @@ def _direct(model, tokenizer, text):
         W = {n: getattr(bank, n).weight.detach().numpy() for n in ("q_proj", "k_proj", "v_proj", "in_gate")}
         W["forget"] = bank.forget_gate.weight.detach().numpy()
         b_forget = bank.forget_gate.bias.detach().numpy()
+
+        def projected(M, norm=bank.state_norm):
+            """What the projections see of a state: RMS-normalised with memory_norm."""
+            if norm is None:
+                return M
+            return M / np.sqrt((M**2).mean(-1, keepdims=True) + norm.eps) * norm.weight.detach().numpy()
+
         with torch.no_grad():
             h = layer.input_layernorm(hidden[i])[0].numpy()  # (T, D)
         T, D = h.shape
@@ -76,7 +86,7 @@ def _direct(model, tokenizer, text):
             for head in range(H):
                 cols = slice(head * hd, (head + 1) * hd)
                 q, k, v = (
-                    (M @ W["q_proj"].T)[:, cols],
+                    (projected(M) @ W["q_proj"].T)[:, cols],
                     (seg @ W["k_proj"].T)[:, cols],
                     (seg @ W["v_proj"].T)[:, cols],
                 )
@@ -89,7 +99,7 @@ def _direct(model, tokenizer, text):
             forget_gates.append(g_f)
 
         def attention(state, h=h, W=W, H=H, hd=hd, topk=bank.topk):
-            return _read_attention(h, state, W["q_proj"], W["k_proj"], H, hd, topk)
+            return _read_attention(h, projected(state), W["q_proj"], W["k_proj"], H, hd, topk)
 
         # token p reads the state after p // S writes
         causal = np.concatenate([attention(states[p // S])[:, p : p + 1] for p in range(T)], axis=1)
@@ -101,7 +111,9 @@ def _direct(model, tokenizer, text):
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"topk": 3}, {"window": 6, "layers": [0, 2]}], ids=["dense", "topk", "window-chunks"]
+    "options",
+    [{}, {"topk": 3}, {"window": 6, "layers": [0, 2]}, {"norm": True}],
+    ids=["dense", "topk", "window-chunks", "memory-norm"],
 )
 def test_arrays_match_a_direct_computation_from_the_weights(options) -> None:
     tokenizer = make_tokenizer()

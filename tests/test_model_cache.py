@@ -38,6 +38,7 @@ CONFIGS = [
     {"use_memory": True, "segment_length": 4, "attention_window": 6},
     {"use_memory": False, "attention_window": 3},
     {"use_memory": True, "segment_length": 5, "attention_window": 7, "short_conv": 3},
+    {"use_memory": True, "segment_length": 4, "memory_norm": True},
 ]
 
 

@@ -26,7 +26,12 @@ def tiny_model(seed: int = 0, **overrides) -> LM2ForCausalLM:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"memory_init": "learned", "memory_layers": [1], "tie_word_embeddings": True}, {"short_conv": 5}],
+    [
+        {},
+        {"memory_init": "learned", "memory_layers": [1], "tie_word_embeddings": True},
+        {"short_conv": 5},
+        {"memory_norm": True},
+    ],
 )
 def test_save_load_roundtrip_and_auto_classes(tmp_path, overrides) -> None:
     model = tiny_model(**overrides)
@@ -132,6 +137,7 @@ def test_params_command(capsys) -> None:
         ({"attention_window": 0}, "attention_window"),
         ({"attention_impl": "flash"}, "attention_impl"),
         ({"short_conv": 1}, "short_conv"),
+        ({"memory_norm": 1}, "memory_norm"),
     ],
 )
 def test_contradictory_config_is_refused(overrides, message) -> None:

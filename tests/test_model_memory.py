@@ -53,6 +53,7 @@ def run(model: LM2ForCausalLM, impl: str, ids: torch.Tensor, mask: torch.Tensor 
         ({"memory_topk": 3, "memory_init": "learned", "memory_layers": [1]}, False, [63]),
         ({"segment_length": 5}, True, [17, 18, 40, 63]),  # left padding, open segments across calls
         ({"segment_length": 5, "short_conv": 4}, True, [2, 18, 40, 63]),  # block inputs through the conv
+        ({"segment_length": 5, "memory_norm": True}, True, [17, 18, 40, 63]),  # the state normalised
     ],
 )
 def test_naive_equals_fast(overrides, padded, pieces) -> None:
@@ -82,15 +83,16 @@ def test_naive_equals_fast(overrides, padded, pieces) -> None:
         torch.testing.assert_close(fast_grads[name], naive_grads[name], rtol=1e-9, atol=1e-10, msg=name)
 
 
-@pytest.mark.parametrize("memory_init", ["identity", "learned"])
-def test_every_memory_parameter_gets_gradient(memory_init: str) -> None:
-    config = tiny(memory_init=memory_init, segment_length=4)
+@pytest.mark.parametrize("memory_init, memory_norm", [("identity", False), ("learned", False), ("identity", True)])
+def test_every_memory_parameter_gets_gradient(memory_init: str, memory_norm: bool) -> None:
+    config = tiny(memory_init=memory_init, segment_length=4, memory_norm=memory_norm)
     model = build(config).train()
     ids = torch.randint(0, config.vocab_size, (2, 24))
     model(ids, labels=ids).loss.backward()
     memory_params = [(n, p) for n, p in model.named_parameters() if ".memory." in n]
-    # 7 projections + forget bias (+ the learned initial state) per memory block.
-    assert len(memory_params) == config.num_hidden_layers * (9 if memory_init == "learned" else 8)
+    # 7 projections + forget bias (+ the learned initial state, + the state norm's scale) per memory block.
+    per_block = 8 + (memory_init == "learned") + memory_norm
+    assert len(memory_params) == config.num_hidden_layers * per_block
     for name, p in memory_params:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 

@@ -79,7 +79,7 @@ def read_weights(bank: MemoryBank, h: torch.Tensor, state: torch.Tensor) -> torc
     """Attention (H, L, N) of tokens h (L, D) over the slots of ``state`` (N, D), top-k applied."""
     L, N = h.shape[0], state.shape[0]
     q = bank.q_proj(h).view(L, bank.heads, bank.head_dim).transpose(0, 1)  # (H, L, hd)
-    k = bank.k_proj(state).view(N, bank.heads, bank.head_dim).transpose(0, 1)  # (H, N, hd)
+    k = bank.k_proj(bank.projected(state)).view(N, bank.heads, bank.head_dim).transpose(0, 1)  # (H, N, hd)
     scores = q @ k.transpose(-1, -2) / math.sqrt(bank.head_dim)  # (H, L, N)
     if bank.topk is not None and bank.topk < N:
         kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(
@@ -94,7 +94,7 @@ def readout(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The gated read-out (L, D) and output gate (L, D) given read weights (H, L, N) over ``state``."""
     H, L, N = weights.shape
-    v = bank.v_proj(state).view(N, H, bank.head_dim).transpose(0, 1)  # (H, N, hd)
+    v = bank.v_proj(bank.projected(state)).view(N, H, bank.head_dim).transpose(0, 1)  # (H, N, hd)
     e_mem = bank.o_proj((weights @ v).transpose(0, 1).reshape(L, bank.hidden_size))  # (L, D)
     gate = torch.sigmoid(bank.out_gate(e_mem))
     return gate * e_mem, gate
@@ -105,7 +105,7 @@ def write_parts(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One write: (new state (N, D), attention (H, N, S), input gate (N, D), forget gate (N, D))."""
     N, S = state.shape[0], segment.shape[0]
-    q = bank.q_proj(state).view(N, bank.heads, bank.head_dim).transpose(0, 1)  # (H, N, hd)
+    q = bank.q_proj(bank.projected(state)).view(N, bank.heads, bank.head_dim).transpose(0, 1)  # (H, N, hd)
     k = bank.k_proj(segment).view(S, bank.heads, bank.head_dim).transpose(0, 1)  # (H, S, hd)
     v = bank.v_proj(segment).view(S, bank.heads, bank.head_dim).transpose(0, 1)
     att = (q @ k.transpose(-1, -2) / math.sqrt(bank.head_dim)).softmax(-1)  # (H, N, S)

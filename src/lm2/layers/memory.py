@@ -8,6 +8,10 @@ State M has shape (B, N, D): N slots of width D (= hidden size). With h the bloc
            g_in = sigmoid(U W_in);  g_forget = sigmoid(U W_forget + b_forget)
            M <- g_in * tanh(U) + g_forget * M
 
+With ``norm`` (the config's memory_norm, not in the paper) M is RMS-normalised wherever it is projected
+(M W_K, M W_V in the read, M W_Q in the write), so slots meet tokens at the tokens' scale; the update
+itself uses M as it is.
+
 Read and write share W_Q, W_K, W_V (the paper's Eq. 1 has one set; see docs/design.md). Tokens of a
 segment read the state left by the previous segment's write, so nothing flows backwards in time.
 
@@ -30,6 +34,8 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lm2.layers.norm import RMSNorm
 
 
 @dataclass
@@ -117,6 +123,8 @@ class MemoryBank(nn.Module):
         init: str = "identity",
         forget_bias: float = 1.0,
         impl: str = "fast",
+        norm: bool = False,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if impl not in ("fast", "naive"):
@@ -140,6 +148,18 @@ class MemoryBank(nn.Module):
         self.forget_gate.bias_init = forget_bias
         if init == "learned":
             self.initial_state = nn.Parameter(self.identity_state())
+        # The identity state's slots have norm 1 and a write adds g_in * tanh(U), at most 1 per channel,
+        # while the tokens are normalised to norm sqrt(D): unnormalised, the slots' keys and queries are
+        # about sqrt(D) times smaller than the tokens', and the attention stays near uniform.
+        self.state_norm = RMSNorm(hidden_size, eps) if norm else None
+
+    def projected(self, state: torch.Tensor) -> torch.Tensor:
+        """What the projections see of a state (X, N, D): normalised with ``norm``, else the state itself."""
+        return state if self.state_norm is None else self.state_norm(state)
+
+    def state_keys_values(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The read keys and values (X, H, N, hd) of a state (X, N, D)."""
+        return self.keys_values(self.projected(state))
 
     def identity_state(
         self, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -186,7 +206,7 @@ class MemoryBank(nn.Module):
 
         kv: the states' keys/values when already computed (they change only when the memory is written).
         """
-        k, v = self.keys_values(state) if kv is None else kv
+        k, v = self.state_keys_values(state) if kv is None else kv
         e_mem = self.o_proj(self._attend(h, k, v, self.topk))
         return torch.sigmoid(self.out_gate(e_mem)) * e_mem
 
@@ -212,7 +232,7 @@ class MemoryBank(nn.Module):
         gates: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`write`, also returning its input and forget gates, each (X, N, D)."""
-        u = self._attend(state, *(self.keys_values(segment) if kv is None else kv), None)
+        u = self._attend(self.projected(state), *(self.keys_values(segment) if kv is None else kv), None)
         weight, bias = self.gate_weights() if gates is None else gates
         g_in, g_forget = torch.sigmoid(F.linear(u, weight, bias)).chunk(2, dim=-1)
         return g_in * torch.tanh(u) + g_forget * state, g_in, g_forget
@@ -265,7 +285,7 @@ class MemoryBank(nn.Module):
                 new_pending = open_segment.scatter(1, layout.append_columns.expand(B, T, D), h)
             else:
                 new_pending = open_segment.index_put((layout.b_idx, layout.col), h[layout.b_idx, layout.t_idx])
-            kv = state_kv if state_kv is not None else self.keys_values(state)
+            kv = state_kv if state_kv is not None else self.state_keys_values(state)
             out = self.read(h, state, kv)
             if not layout.all_valid:
                 out = torch.where(layout.valid[..., None], out, torch.zeros_like(out))
@@ -316,7 +336,7 @@ class MemoryBank(nn.Module):
         if G == 1:
             # Every token of the call reads the state it started with (the piece ends exactly at a segment
             # boundary): read from h directly, instead of from a grid row.
-            kv = state_kv if state_kv is not None else self.keys_values(states[0])
+            kv = state_kv if state_kv is not None else self.state_keys_values(states[0])
             out = self.read(h, states[0], kv)
             if not layout.all_valid:
                 out = torch.where(layout.valid[..., None], out, torch.zeros_like(out))

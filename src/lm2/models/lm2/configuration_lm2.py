@@ -97,6 +97,10 @@ class LM2Config(PretrainedConfig):
         short_conv: 0 = off (the backbone is exactly transformers' Llama), or k >= 2: each block first adds a
             causal depthwise convolution of kernel k over its input, ``x = x + conv(x)``: a local mixer that
             lets a token carry its predecessors (not in the paper; see docs/design.md).
+        memory_norm: RMS-normalise the memory state (a learned scale per channel) wherever it is projected
+            to queries, keys and values; the state itself and its gated update are unchanged. Off (the
+            paper's form) a state of unit-norm slots meets tokens of norm sqrt(hidden_size), so every read
+            and write attends almost uniformly (not in the paper; see docs/design.md).
     """
 
     model_type = "lm2"
@@ -130,6 +134,7 @@ class LM2Config(PretrainedConfig):
         memory_impl: str = "fast",
         memory_read: bool = True,
         short_conv: int = 0,
+        memory_norm: bool = False,
         bos_token_id: int | None = None,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
@@ -162,6 +167,7 @@ class LM2Config(PretrainedConfig):
         self.memory_impl = memory_impl
         self.memory_read = memory_read
         self.short_conv = short_conv
+        self.memory_norm = memory_norm
         super().__init__(
             tie_word_embeddings=tie_word_embeddings,
             bos_token_id=bos_token_id,
@@ -253,6 +259,8 @@ class LM2Config(PretrainedConfig):
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
         if not isinstance(self.memory_read, bool):
             raise ValueError(f"memory_read must be True or False, got {self.memory_read!r}")
+        if not isinstance(self.memory_norm, bool):
+            raise ValueError(f"memory_norm must be True or False, got {self.memory_norm!r}")
         conv = self.short_conv
         if isinstance(conv, bool) or not isinstance(conv, int) or conv < 0 or conv == 1:
             raise ValueError(
@@ -285,6 +293,7 @@ class LM2Config(PretrainedConfig):
             "memory_slots": self.memory_slots,
             "memory_heads": self.memory_heads,
             "memory_init": self.memory_init,
+            "memory_norm": self.memory_norm,
             "memory_layers": self.memory_layer_indices,
         }
 

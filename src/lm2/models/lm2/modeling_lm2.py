@@ -63,6 +63,8 @@ class LM2Block(nn.Module):
                 init=config.memory_init,
                 forget_bias=config.memory_forget_bias,
                 impl=config.memory_impl,
+                norm=config.memory_norm,
+                eps=config.rms_norm_eps,
             )
             if layer_idx in config.memory_layer_indices
             else None
