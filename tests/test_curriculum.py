@@ -108,3 +108,31 @@ def test_a_rule_on_a_metric_validation_does_not_report_is_refused(tmp_path, word
     stages = [{"steps": 4, "advance_when": "val_acc_filler999 >= 0.5"}, {"steps": 1}]
     with pytest.raises(ValueError, match="names val_acc_filler999, which validation does not report"):
         Trainer(load_config(_config(tmp_path, word_tok[0], stages)), tmp_path / "run").run()
+
+
+def test_a_stage_batch_size_sets_its_rows_per_step_and_resumes_exactly(tmp_path, word_tok) -> None:  # noqa: F811
+    stages = [{"steps": 2}, {"steps": 3, "batch_size": 2}]
+    config = load_config(_config(tmp_path, word_tok[0], stages, save_every=1))
+    trainer = Trainer(config, tmp_path / "probe")
+    assert [trainer.micro_batches(s)[0].input_ids.shape[0] for s in range(5)] == [4, 4, 2, 2, 2]
+    # the stage's rows are the first rows of the batch the run's batch size would draw at that step
+    wide = Trainer(load_config(_config(tmp_path, word_tok[0], [{"steps": 2}, {"steps": 3}])), tmp_path / "wide")
+    (narrow_batch,), (wide_batch,) = trainer.micro_batches(3), wide.micro_batches(3)
+    width = narrow_batch.input_ids.shape[1]
+    assert (narrow_batch.input_ids == wide_batch.input_ids[:2, :width]).all()
+    whole = tmp_path / "whole"
+    Trainer(config, whole).run()
+    killed = tmp_path / "killed"
+    shutil.copytree(whole, killed, symlinks=True)
+    for ckpt in list_checkpoints(killed / "checkpoints"):
+        if int(ckpt.name.split("-")[1]) > 3:
+            shutil.rmtree(ckpt)
+    Trainer(config, killed, resume=True).run()
+    assert _records(killed) == _records(whole)
+    state = json.loads((whole / "last" / "trainer_state.json").read_text())
+    assert state["data_position"]["sequences"] == 4 + 4 + 2 + 2 + 2
+
+
+def test_a_stage_batch_size_that_does_not_split_is_refused(tmp_path, word_tok) -> None:  # noqa: F811
+    with pytest.raises(ValueError, match=r"curriculum\[1\]\.batch_size must be >= 1 and divisible by"):
+        load_config(_config(tmp_path, word_tok[0], [{"steps": 2}, {"steps": 3, "batch_size": 3}], grad_accum=2))

@@ -106,6 +106,9 @@ class StageConfig:
     # "METRIC >= X" or "METRIC <= X" on a validation metric (val_acc, val_acc_filler1024, val_loss, ...): the
     # stage ends at the first validation (train.eval_every) that meets it, and the next starts from there
     advance_when: str | None = None
+    # sequences per optimizer step in this stage (None: train.batch_size); a stage of long samples can take
+    # fewer per step without changing the rest of the run
+    batch_size: int | None = None
 
     def advance_rule(self) -> tuple[str, str, float] | None:
         """(metric, ">=" or "<=", threshold) of ``advance_when``, None without one."""
@@ -163,6 +166,11 @@ class Config:
     @property
     def total_steps(self) -> int:
         return sum(s.steps for s in self.curriculum)
+
+    def batch_size_at(self, stage: int) -> int:
+        """Sequences per optimizer step in curriculum stage ``stage``."""
+        size = self.curriculum[stage].batch_size
+        return self.train.batch_size if size is None else size
 
     def stage_at(self, step: int) -> tuple[int, int]:
         """(stage index, step within that stage) of global step ``step`` (0-based)."""
@@ -230,6 +238,11 @@ class Config:
         for i, s in enumerate(self.curriculum):
             if s.steps < 1:
                 raise ValueError(f"curriculum[{i}].steps must be >= 1, got {s.steps}")
+            if s.batch_size is not None and (s.batch_size < 1 or s.batch_size % self.train.grad_accum):
+                raise ValueError(
+                    f"curriculum[{i}].batch_size must be >= 1 and divisible by train.grad_accum "
+                    f"({self.train.grad_accum}), got {s.batch_size}"
+                )
             if d.kind == "text" and (s.seq_len is None or s.seq_len < 1):
                 raise ValueError(f"curriculum[{i}].seq_len must be a positive int for data.kind 'text'")
             if d.kind != "text" and s.seq_len is not None:

@@ -84,7 +84,8 @@ class RowsSource:
                     raise ValueError(f"no training rows of tasks {d.tasks} in {', '.join(d.train)}")
         max_tokens = DEFAULT_MAX_TOKENS if d.max_tokens is None else d.max_tokens
         kwargs = dict(prompt_format=d.prompt_format, answer_eos=d.answer_eos, max_tokens=max_tokens)
-        self.seed, self.batch_size = cfg.train.seed, cfg.train.batch_size
+        self.seed = cfg.train.seed
+        self.batch_sizes = [cfg.batch_size_at(i) for i in range(len(cfg.curriculum))]
         self.train = QADataset(train_rows, tokenizer, **kwargs)
         self.pools = [self.train.pool(stage.lengths) for stage in cfg.curriculum]  # checked up front
         if len(valid_rows) > d.valid_samples:  # a fixed subset spread over every task and length
@@ -96,7 +97,7 @@ class RowsSource:
         self.groups = list(self.valid.lengths) if several else []
 
     def batch(self, stage: int, step: int, rows: Sequence[int]) -> Batch:
-        idx = sample_indices(self.pools[stage], self.seed, stage, step, self.batch_size)
+        idx = sample_indices(self.pools[stage], self.seed, stage, step, self.batch_sizes[stage])
         return self.train.collate(idx[np.asarray(rows)])
 
     def validate(self, score: Score, stage: int, batch_size: int) -> dict[str, float]:

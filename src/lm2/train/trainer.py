@@ -1,6 +1,6 @@
 """The training loop: ``lm2 train --config configs/X.yaml --out DIR [--set k=v ...] [--resume]``.
 
-One optimizer step = ``train.batch_size`` sequences, split evenly over the processes (torchrun) and
+One optimizer step = ``train.batch_size`` sequences (``curriculum[i].batch_size`` in a stage that sets it), split evenly over the processes (torchrun) and
 then over ``train.grad_accum`` micro-batches on each. The loss is the mean cross-entropy over every
 target token of the step (all processes together), so the step's gradient does not depend on how the
 batch was split. Learning rate: linear warmup, then cosine decay to ``lr * min_lr_ratio``.
@@ -79,11 +79,13 @@ class Trainer:
             self.rank, self.world = 0, 1
             self.device = torch.device("cuda" if use_cuda else "cpu")
         self.main = self.rank == 0
-        if r.batch_size % (self.world * r.grad_accum):
-            raise ValueError(
-                f"train.batch_size ({r.batch_size}) must be divisible by processes x grad_accum "
-                f"({self.world} x {r.grad_accum})"
-            )
+        for name, size in [("train.batch_size", r.batch_size)] + [
+            (f"curriculum[{i}].batch_size", s.batch_size) for i, s in enumerate(config.curriculum) if s.batch_size
+        ]:
+            if size % (self.world * r.grad_accum):
+                raise ValueError(
+                    f"{name} ({size}) must be divisible by processes x grad_accum ({self.world} x {r.grad_accum})"
+                )
         self.micro = r.batch_size // (self.world * r.grad_accum)
         if r.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("train.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
@@ -234,8 +236,10 @@ class Trainer:
         """This process's micro-batches of optimizer step ``step``."""
         stage, stage_step = self.position(step)
         r = self.cfg.train
-        rows = np.arange(self.rank * r.batch_size // self.world, (self.rank + 1) * r.batch_size // self.world)
-        chunks = [rows[j * self.micro : (j + 1) * self.micro] for j in range(r.grad_accum)]
+        size = self.cfg.batch_size_at(stage)
+        rows = np.arange(self.rank * size // self.world, (self.rank + 1) * size // self.world)
+        micro = size // (self.world * r.grad_accum)
+        chunks = [rows[j * micro : (j + 1) * micro] for j in range(r.grad_accum)]
         return [self.source.batch(stage, stage_step, c) for c in chunks]
 
     def _on_device(self, batch: Batch) -> Batch:
@@ -362,7 +366,7 @@ class Trainer:
                 "stage": stage,
                 "stage_step": stage_step + 1,
                 "stage_starts": self.stage_starts,
-                "sequences": self.step * self.cfg.train.batch_size,
+                "sequences": sum(self.cfg.batch_size_at(self.position(k)[0]) for k in range(self.step)),
             },
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
