@@ -90,6 +90,10 @@ def _doc_commands() -> list[tuple[str, list[str]]]:
                 argv = shlex.split(line, comments=True)
                 while argv and re.match(r"^[A-Z_]+=", argv[0]):  # VAR=value prefixes
                     argv = argv[1:]
+                for i, arg in enumerate(argv):  # the command ends where its output is redirected or piped
+                    if arg in (">", ">>", "|", "2>", "&&"):
+                        argv = argv[:i]
+                        break
                 if argv:
                     found.append((path.name, argv))
     return found
