@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from lm2.eval.matcher import is_correct
+
 
 def last_places(facts: list[str], positions: list[dict]) -> list[dict]:
     """Every person of a qa1 story with their last place and that fact's distance (tokens) to the end."""
@@ -56,14 +58,15 @@ def write_questions(rows_file: Path, row: int, out: Path) -> list[dict]:
 
 
 def score(example: Path, answers_file: Path) -> str:
-    """A markdown table: each question, its answer, the fact's distance, the model's answer and whether it is right."""
+    """A markdown table: each question, its answer, the fact's distance, the model's answer and whether it is
+    right (the `words` verdict of `lm2 eval babilong`)."""
     expected = [json.loads(line) for line in (example / "expected.jsonl").read_text(encoding="utf-8").splitlines()]
     answers = {a["question"]: a["answer"] for a in map(json.loads, answers_file.read_text(encoding="utf-8").splitlines())}
     rows = ["| question | answer | its fact, tokens back | model's answer | right |", "|---|---|---|---|---|"]
     right = 0
     for e in expected:
         given = answers.get(e["question"], "(not asked)")
-        ok = given.strip().strip(".").lower() == e["answer"].lower()
+        ok = given != "(not asked)" and is_correct(given, e["answer"], e["question"], "qa1")
         right += ok
         rows.append(f"| {e['question']} | {e['answer']} | {e['distance']:,} | {given} | {'yes' if ok else 'no'} |")
     return "\n".join(rows) + f"\n\n{right} of {len(expected)} right\n"
