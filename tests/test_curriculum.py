@@ -33,6 +33,15 @@ def _records(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in RunFolder(out).records()]
 
 
+def _killed_after(run: Path, step: int, out: Path) -> Path:
+    """``run``'s folder as a kill after its checkpoint of ``step`` leaves it: the checkpoints up to it."""
+    shutil.copytree(run, out, symlinks=True)
+    for ckpt in list_checkpoints(out / "checkpoints"):
+        if int(ckpt.name.split("-")[1]) > step:
+            shutil.rmtree(ckpt)
+    return out
+
+
 def test_a_stage_ends_when_its_metric_is_met_and_the_next_starts_there(tmp_path, word_tok) -> None:  # noqa: F811
     stages = [
         {"name": "near", "steps": 8, "advance_when": "val_loss <= 1000"},  # met at the first validation (step 2)
@@ -62,13 +71,8 @@ def test_a_run_killed_after_an_early_advance_resumes_exactly(tmp_path, word_tok)
     config = load_config(_config(tmp_path, word_tok[0], stages, save_every=1))
     whole = tmp_path / "whole"
     Trainer(config, whole).run()
-    # A kill after the checkpoint of step 4 (two steps into stage 1) loses everything after it: the run
-    # folder as it was then is the checkpoints up to step 4 and the log so far.
-    killed = tmp_path / "killed"
-    shutil.copytree(whole, killed, symlinks=True)
-    for ckpt in list_checkpoints(killed / "checkpoints"):
-        if int(ckpt.name.split("-")[1]) > 4:
-            shutil.rmtree(ckpt)
+    # A kill after the checkpoint of step 4 (two steps into stage 1) loses everything after it.
+    killed = _killed_after(whole, 4, tmp_path / "killed")
     resumed = Trainer(config, killed, resume=True)
     assert resumed.step == 4 and resumed.stage_starts == [0, 2] and resumed.position(4) == (1, 2)
     resumed.run()
@@ -122,11 +126,7 @@ def test_a_stage_batch_size_sets_its_rows_per_step_and_resumes_exactly(tmp_path,
     assert (narrow_batch.input_ids == wide_batch.input_ids[:2, :width]).all()
     whole = tmp_path / "whole"
     Trainer(config, whole).run()
-    killed = tmp_path / "killed"
-    shutil.copytree(whole, killed, symlinks=True)
-    for ckpt in list_checkpoints(killed / "checkpoints"):
-        if int(ckpt.name.split("-")[1]) > 3:
-            shutil.rmtree(ckpt)
+    killed = _killed_after(whole, 3, tmp_path / "killed")
     Trainer(config, killed, resume=True).run()
     assert _records(killed) == _records(whole)
     state = json.loads((whole / "last" / "trainer_state.json").read_text())
