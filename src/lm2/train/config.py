@@ -145,6 +145,7 @@ class RunConfig:
     seed: int = 0
     batch_size: int = 32  # sequences per optimizer step, over all processes and accumulation steps
     grad_accum: int = 1  # micro-batches per optimizer step on each process
+    micro_batch_tokens: int | None = None  # micro-batches of rows of similar length, at most this many tokens each
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast (fp16 only on GPU)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tbptt_segments: int | None = None  # backpropagate through at most this many memory segments
@@ -293,6 +294,14 @@ class Config:
             raise ValueError(
                 f"train.batch_size ({r.batch_size}) must be divisible by train.grad_accum ({r.grad_accum})"
             )
+        if r.micro_batch_tokens is not None:
+            if r.micro_batch_tokens < 1:
+                raise ValueError(f"train.micro_batch_tokens must be >= 1 or null, got {r.micro_batch_tokens}")
+            if r.grad_accum != 1:
+                raise ValueError(
+                    "train.micro_batch_tokens and train.grad_accum both split a step into micro-batches (by "
+                    f"tokens, by rows): set one of them, got {r.micro_batch_tokens} and {r.grad_accum}"
+                )
         if r.tbptt_segments is not None and r.tbptt_segments < 1:
             raise ValueError(f"train.tbptt_segments must be >= 1 or null, got {r.tbptt_segments}")
         for name in ("log_every", "eval_every", "save_every"):

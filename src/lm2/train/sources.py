@@ -42,24 +42,29 @@ class DataSource(Protocol):
 
 
 def answer_accuracy(
-    score: Score, dataset: QADataset, batch_size: int, groups: Sequence[str] = ()
+    score: Score, dataset: QADataset, batch_size: int, groups: Sequence[Sequence[str]] = ()
 ) -> dict[str, float]:
     """Validation loss and exact-answer accuracy (teacher-forced: every answer token is the model's top
-    prediction) over ``dataset``; with ``groups`` (one label per row) also the accuracy of each group, as
-    ``val_acc_<group>``, in first-seen order."""
+    prediction) over ``dataset``; for each labelling in ``groups`` (one label per row) also the accuracy
+    of each group, as ``val_acc_<group>``, in first-seen order. Rows are scored in batches of similar
+    length (a row's verdict does not depend on its batch), so short rows are not padded to long ones."""
     total = count = 0.0
-    correct: list[bool] = []
-    for start in range(0, len(dataset), batch_size):
-        batch = dataset.collate(range(start, min(start + batch_size, len(dataset))))
+    order = sorted(range(len(dataset)), key=lambda i: len(dataset.examples[i][0]))
+    correct = [False] * len(dataset)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = dataset.collate(rows)
         ce, preds = score(batch)
         total += ce
         count += batch.num_targets
         span = dataset.answer_spans(batch).to(preds.device)
-        correct += ((preds == batch.targets.to(preds.device)) | ~span).all(dim=1).tolist()
+        for i, ok in zip(rows, ((preds == batch.targets.to(preds.device)) | ~span).all(dim=1).tolist(), strict=True):
+            correct[i] = ok
     results = {"val_loss": total / count, "val_acc": sum(correct) / len(correct)}
-    for group in dict.fromkeys(groups):
-        hits = [ok for ok, g in zip(correct, groups, strict=True) if g == group]
-        results[f"val_acc_{group}"] = sum(hits) / len(hits)
+    for labels in groups:
+        for group in dict.fromkeys(labels):
+            hits = [ok for ok, g in zip(correct, labels, strict=True) if g == group]
+            results[f"val_acc_{group}"] = sum(hits) / len(hits)
     return results
 
 
@@ -94,7 +99,7 @@ class RowsSource:
         self.valid = QADataset(valid_rows, tokenizer, **kwargs) if valid_rows else None
         # accuracy per length too, when the validation rows have several
         several = self.valid is not None and len(set(self.valid.lengths)) > 1
-        self.groups = list(self.valid.lengths) if several else []
+        self.groups = [list(self.valid.lengths)] if several else []
 
     def batch(self, stage: int, step: int, rows: Sequence[int]) -> Batch:
         idx = sample_indices(self.pools[stage], self.seed, stage, step, self.batch_sizes[stage])
@@ -116,7 +121,10 @@ class GeneratedSource:
         self.stages = [cfg.generate_config(i) for i in range(len(cfg.curriculum))]
         rows = self.data.validation_rows(cfg.generate_config(), self.seed, d.valid_samples)
         self.valid = QADataset(rows, tokenizer, prompt_format=d.prompt_format, answer_eos=d.answer_eos)
-        self.groups = [f"filler{r['filler_tokens']}" for r in rows]
+        # accuracy per validation filler, and per task when there are several
+        self.groups = [[f"filler{r['filler_tokens']}" for r in rows]]
+        if len(set(tasks := [r["task"] for r in rows])) > 1:
+            self.groups.append(tasks)
 
     def batch(self, stage: int, step: int, rows: Sequence[int]) -> Batch:
         return self.data.batch(self.stages[stage], self.seed, stage, step, rows)

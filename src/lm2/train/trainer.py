@@ -1,7 +1,9 @@
 """The training loop: ``lm2 train --config configs/X.yaml --out DIR [--set k=v ...] [--resume]``.
 
-One optimizer step = ``train.batch_size`` sequences (``curriculum[i].batch_size`` in a stage that sets it), split evenly over the processes (torchrun) and
-then over ``train.grad_accum`` micro-batches on each. The loss is the mean cross-entropy over every
+One optimizer step = ``train.batch_size`` sequences (``curriculum[i].batch_size`` in a stage that sets
+it), split evenly over the processes (torchrun) and then over ``train.grad_accum`` micro-batches on each
+(or, with ``train.micro_batch_tokens``, into micro-batches of rows of similar length, so a batch of
+short and long stories is not padded to its longest). The loss is the mean cross-entropy over every
 target token of the step (all processes together), so the step's gradient does not depend on how the
 batch was split. Learning rate: linear warmup, then cosine decay to ``lr * min_lr_ratio``.
 
@@ -33,7 +35,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from lm2.data.batch import IGNORE, Batch
+from lm2.data.batch import IGNORE, Batch, split_by_length
 from lm2.run_folder import MANIFEST, CheckpointError, RunFolder, read_trainer_state, verify_checkpoint
 from lm2.train.checkpoint import load_checkpoint, save_checkpoint
 from lm2.train.config import Config
@@ -232,15 +234,30 @@ class Trainer:
                 i += 1
         return i, within
 
+    def _rows(self, step: int) -> tuple[int, int, np.ndarray]:
+        """(stage, step within it, this process's rows of the global batch) of optimizer step ``step``."""
+        stage, stage_step = self.position(step)
+        size = self.cfg.batch_size_at(stage)
+        return stage, stage_step, np.arange(self.rank * size // self.world, (self.rank + 1) * size // self.world)
+
     def micro_batches(self, step: int) -> list[Batch]:
         """This process's micro-batches of optimizer step ``step``."""
-        stage, stage_step = self.position(step)
+        stage, stage_step, rows = self._rows(step)
         r = self.cfg.train
+        if r.micro_batch_tokens is not None:  # one draw, then rows of similar length together
+            return split_by_length(self.source.batch(stage, stage_step, rows), r.micro_batch_tokens)
         size = self.cfg.batch_size_at(stage)
-        rows = np.arange(self.rank * size // self.world, (self.rank + 1) * size // self.world)
         micro = size // (self.world * r.grad_accum)
         chunks = [rows[j * micro : (j + 1) * micro] for j in range(r.grad_accum)]
         return [self.source.batch(stage, stage_step, c) for c in chunks]
+
+    def _report_batch(self, step: int) -> Batch:
+        """What the memory diagnostics of step ``step`` see: its first micro-batch, or with
+        ``train.micro_batch_tokens`` all of this process's rows (its first micro-batch has the shortest)."""
+        if self.cfg.train.micro_batch_tokens is None:
+            return self.micro_batches(step)[0]
+        stage, stage_step, rows = self._rows(step)
+        return self.source.batch(stage, stage_step, rows)
 
     def _on_device(self, batch: Batch) -> Batch:
         fact = batch.fact_mask.to(self.device) if batch.fact_mask is not None else None
@@ -328,9 +345,7 @@ class Trainer:
 
     def _real_tokens(self, batch: Batch) -> int:
         """Input positions up to each row's last target (right padding excluded)."""
-        mask = batch.targets != IGNORE
-        last = mask.shape[1] - torch.argmax(mask.flip(1).int(), dim=1)
-        return int(last.sum())
+        return int(batch.row_lengths().sum())
 
     # -- evaluation ----------------------------------------------------------------------------------
 
@@ -472,7 +487,7 @@ class Trainer:
                 last_metrics = metrics
                 if self.step % r.log_every == 0 or final:
                     if self.main:
-                        memory = memory_report(self.model, self._on_device(self.micro_batches(self.step - 1)[0]),
+                        memory = memory_report(self.model, self._on_device(self._report_batch(self.step - 1)),
                                                self._autocast)  # fmt: skip
                         if memory:
                             metrics["memory"] = memory
