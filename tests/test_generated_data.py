@@ -239,3 +239,34 @@ def test_built_babilong_rows_mark_their_fact_tokens(word_tok) -> None:
         .fact_mask
         is None
     )
+
+
+def test_validation_reports_accuracy_per_task_and_maps_verdicts_back_to_their_rows(tmp_path, word_tok) -> None:
+    import torch
+
+    from lm2.data.batch import IGNORE
+    from lm2.train.sources import answer_accuracy
+
+    cfg = load_config(_generate_config(tmp_path, word_tok[0], tasks="qa1,qa4", valid_filler=[0, 32]))
+    source = Trainer(cfg, tmp_path / "run").source
+    valid = source.valid
+    tasks = [r["task"] for r in valid.rows]
+    assert set(tasks) == {"qa1", "qa4"} and source.groups[1] == tasks
+
+    def right(i: int) -> bool:  # a fake model that answers exactly the rows of an odd number of tokens
+        return len(valid.examples[i][0]) % 2 == 1
+
+    def score(batch):  # it knows a row by its length (its tokens = the positions up to its last target + 1)
+        preds = batch.targets.clone()
+        for b, n in enumerate(batch.row_lengths().tolist()):
+            if (n + 1) % 2 == 0:
+                preds[b] = torch.where(batch.targets[b] != IGNORE, batch.targets[b] + 1, IGNORE)
+        return 0.0, preds
+
+    results = answer_accuracy(score, valid, 3, source.groups)
+    verdicts = [right(i) for i in range(len(valid))]
+    assert results["val_acc"] == sum(verdicts) / len(verdicts)
+    for labels in source.groups:
+        for group in set(labels):
+            hits = [v for v, g in zip(verdicts, labels, strict=True) if g == group]
+            assert results[f"val_acc_{group}"] == sum(hits) / len(hits), group
