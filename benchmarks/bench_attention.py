@@ -69,11 +69,12 @@ def recipe(arm: str, tokenizer: Path) -> Config:
     return load_config(ROOT / "configs" / ARMS[arm], [f"data.tokenizer={tokenizer}"])
 
 
-def recipe_batch(cfg: Config, tokenizer, stage: int, batch_size: int) -> Batch:
-    """Rows 0..batch_size-1 of the recipe's first step in ``stage``: what the trainer would draw."""
+def recipe_batches(cfg: Config, tokenizer, stage: int, batch_size: int, steps: int = 1) -> list[Batch]:
+    """Rows 0..batch_size-1 of the recipe's first ``steps`` steps in ``stage``: what the trainer would draw."""
     d, g = cfg.data, cfg.data.generate
     data = GeneratedQA(tokenizer, g.background, d.prompt_format, d.answer_eos, cfg.train.seed, g.background_sentences)
-    return data.batch(cfg.generate_config(stage), cfg.train.seed, stage, 0, range(batch_size))
+    rows = range(batch_size)
+    return [data.batch(cfg.generate_config(stage), cfg.train.seed, stage, s, rows) for s in range(steps)]
 
 
 def training_step(model: LM2ForCausalLM, batch: Batch, cfg: Config) -> Callable[[], None]:
@@ -171,7 +172,7 @@ def run(tokenizer_dir: Path, batch_size: int, score_length: int, rounds: int) ->
         models[arm] = LM2ForCausalLM(build_config(cfg.model, len(tok)))
     window = models["lm2"].config.attention_window
     kinds = variants(window)
-    batches = {s: recipe_batch(cfgs["lm2"], tok, stage, batch_size) for s, stage in STAGES.items()}
+    batches = {s: recipe_batches(cfgs["lm2"], tok, stage, batch_size)[0] for s, stage in STAGES.items()}
     lm2_config = models["lm2"].config
     lines = [
         f"Machine: {machine()}",

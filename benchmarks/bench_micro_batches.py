@@ -20,23 +20,15 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.bench_attention import recipe_batches
 from benchmarks.bench_model import interleaved_min, machine, progress
 from lm2.data.batch import Batch, split_by_length
-from lm2.data.generated import GeneratedQA
 from lm2.train.config import Config, load_config
 from lm2.train.forward import run_pieces
 from lm2.train.models import build_model, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = (1024, 2048, 4096, 8192)
-
-
-def learn_batches(cfg: Config, tokenizer, steps: int) -> list[Batch]:
-    """The batches of the recipe's first ``steps`` steps of stage ``learn`` (stage 0), as the trainer draws them."""
-    d, g = cfg.data, cfg.data.generate
-    data = GeneratedQA(tokenizer, g.background, d.prompt_format, d.answer_eos, cfg.train.seed, g.background_sentences)
-    rows = range(cfg.train.batch_size)
-    return [data.batch(cfg.generate_config(0), cfg.train.seed, 0, s, rows) for s in range(steps)]
 
 
 def training_steps(model: torch.nn.Module, cfg: Config, steps: list[list[Batch]]):
@@ -76,7 +68,7 @@ def main() -> None:
         cfg = load_config(ROOT / "configs" / "memory-qa1-lm2.yaml", [f"data.generate.tasks={tasks}"])
         tokenizer = load_tokenizer(ROOT / cfg.data.tokenizer)
         model = build_model(cfg.model, tokenizer).train()
-        batches = learn_batches(cfg, tokenizer, steps)
+        batches = recipe_batches(cfg, tokenizer, 0, cfg.train.batch_size, steps)  # stage learn
         real = sum(int(b.row_lengths().sum()) for b in batches) / steps
         splits = {"padded": [[b] for b in batches]}
         splits |= {f"{n:,} tokens": [split_by_length(b, n) for b in batches] for n in BUDGETS}
