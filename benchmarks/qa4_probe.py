@@ -1,0 +1,198 @@
+"""Where qa4 stops: the recipe's backbone trained on generated qa4, scored by the kind of story it is asked.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.qa4_probe --name base --steps 1000 \
+        --out benchmarks/results/qa1-real-text/qa4-probe.jsonl
+    OMP_NUM_THREADS=1 python -m benchmarks.qa4_probe --name d128 --set hidden_size=128,intermediate_size=256 ...
+
+The model is the `model` section of --config (the shipped recipe's backbone; `--set k=v,...` overrides its
+fields, values as JSON, `--memory 0` drops the memory), built for the tokenizer of `data.tokenizer`. Each step
+draws --batch fresh one-question qa4 samples from the project's generator with no filler; the loss is on
+the answer. ``--layout trainer`` encodes them as `lm2 train` does (context, question, "Answer:");
+``--layout bare`` as ``facts question answer`` (the answer right after the question mark). ``--ask object`` keeps only the
+questions "What is D of the R?" (answered by a fact with R as its object and the same direction), ``--ask
+subject`` only "What is the R D of?" (answered through the opposite direction). Every 100 steps
+the arg-max of the answer's first token is scored on 400 samples of unseen stories (generator key 12345).
+
+At the end the last evaluation is split by how the asked-about room sits in the story's two facts
+("The A is D of the B."): in one fact only, in both as the object (the facts differ only by their
+direction), or in both with different roles (one fact's subject, the other's object). One JSON line per
+run goes to --out: the curve, the split and the wall time. Results: docs/results.md (where qa4 stops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+import lm2
+from lm2.data.generated import GeneratedQA
+from lm2.train.config import load_config
+from lm2.train.models import build_config
+
+DEFAULT_CONFIG = "benchmarks/results/qa1-real-text/learn-screen.yaml"
+EVAL_KEY = 12345
+FACT = re.compile(r"The (\w+) is (\w+) of the (\w+)\.")
+ASK_OBJECT = re.compile(r"What is (\w+) of the (\w+)\?")  # "What is D of the R?": R is a fact's object
+ASK_SUBJECT = re.compile(r"What is the (\w+) (\w+) of\?")  # "What is the R D of?": R is a fact's subject
+
+
+def story_kind(facts: list[str], question: str) -> str:
+    """How the room the question asks about sits in the two facts (see the module docstring)."""
+    parsed = [FACT.fullmatch(f.strip()) for f in facts]
+    if len(parsed) != 2 or not all(parsed):
+        raise ValueError(f"a qa4 sample has two facts 'The A is D of the B.', got {facts}")
+    relations = [m.groups() for m in parsed if m]
+    asked = ASK_OBJECT.fullmatch(question.strip()) or ASK_SUBJECT.fullmatch(question.strip())
+    if asked is None:
+        raise ValueError(f"not a qa4 question: {question!r}")
+    room = asked.group(2) if asked.re is ASK_OBJECT else asked.group(1)
+    roles = [("subject" if a == room else "object") for a, _, b in relations if room in (a, b)]
+    if len(roles) == 1:
+        return "room in one fact"
+    if roles == ["object", "object"]:
+        return "room the object of both facts"
+    if roles == ["subject", "subject"]:
+        return "room the subject of both facts"
+    return "room in both, different roles"
+
+
+def asks(row: dict[str, Any], ask: str) -> bool:
+    """Whether ``row``'s question has the form --ask keeps."""
+    if ask == "any":
+        return True
+    return bool((ASK_OBJECT if ask == "object" else ASK_SUBJECT).fullmatch(row["question"].strip()))
+
+
+def draw(data: GeneratedQA, gen: Any, key: tuple[int, int, int], n: int, ask: str) -> list[dict[str, Any]]:
+    """``n`` one-question rows of keys ``(*key, i)``, those whose question --ask drops skipped."""
+    rows: list[dict[str, Any]] = []
+    i = 0
+    while len(rows) < n:
+        row = data.rows(gen, (*key, i))[0]
+        rows += [row] if asks(row, ask) else []
+        i += 1
+    return rows
+
+
+def encode(tokenizer: Any, data: GeneratedQA, rows: list[dict[str, Any]], layout: str
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (the answer tokens only)."""
+    seqs: list[tuple[list[int], list[bool]]] = []
+    for row in rows:
+        if layout == "trainer":
+            ids, loss, _ = data.encode([[row]])[0]
+            seqs.append((ids.tolist(), loss.tolist()))
+        else:
+            prompt = tokenizer(row["input"].strip() + " " + row["question"], add_special_tokens=False)[
+                "input_ids"
+            ]
+            answer = tokenizer(" " + row["target"], add_special_tokens=False)["input_ids"]
+            seqs.append((prompt + answer, [False] * len(prompt) + [True] * len(answer)))
+    width = max(len(ids) for ids, _ in seqs)
+    x = torch.zeros(len(seqs), width, dtype=torch.long)  # (B, T)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    y = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for b, (ids, loss) in enumerate(seqs):
+        x[b, : len(ids)] = torch.tensor(ids)
+        mask[b, : len(ids)] = 1
+        y[b, : len(ids)] = torch.where(torch.tensor(loss), torch.tensor(ids), -100)
+    return x, mask, y
+
+
+@torch.no_grad()
+def first_answer_token_correct(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> list[bool]:
+    x, mask, y = batch
+    pred = model(input_ids=x, attention_mask=mask).logits[:, :-1].argmax(-1)  # (B, T-1)
+    target = y[:, 1:]
+    first = (target != -100).int().argmax(1)  # (B,) where each answer starts
+    rows = torch.arange(len(x))
+    return (pred[rows, first] == target[rows, first]).tolist()
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes k=v[,k=v...], got {item!r}")
+        out[key] = json.loads(value)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--name", required=True, help="the run's name in the JSON line")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="its model section and data.tokenizer are used")
+    p.add_argument("--set", default="", help="model overrides k=v[,k=v...], values as JSON")
+    p.add_argument("--memory", type=int, default=0, choices=[0, 1], help="keep the memory (1) or not (0)")
+    p.add_argument("--layout", default="trainer", choices=["trainer", "bare"])
+    p.add_argument("--ask", default="any", choices=["any", "object", "subject"], help="question forms kept")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak; 100 warm-up steps, cosine to a tenth")
+    p.add_argument("--beta2", type=float, default=0.95)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="JSON lines file the run's line is appended to")
+    a = p.parse_args()
+
+    torch.manual_seed(a.seed)
+    cfg = load_config(a.config, [])
+    tokenizer = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
+    overrides = {**cfg.model.overrides, "use_memory": bool(a.memory), **parse_overrides(a.set)}
+    model = lm2.LM2ForCausalLM(
+        build_config(dataclasses.replace(cfg.model, overrides=overrides), len(tokenizer))
+    )
+    data = GeneratedQA(tokenizer, background="synthetic")
+    gen = dataclasses.replace(cfg.data.generate, tasks="qa4", questions="one", filler=[0])
+    valid_rows = draw(data, gen, (EVAL_KEY, 0, 0), 400, a.ask)
+    valid = encode(tokenizer, data, valid_rows, a.layout)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, a.beta2), weight_decay=a.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < 100:
+            return a.lr * (step + 1) / 100
+        t = (step - 100) / max(1, a.steps - 100)
+        return a.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+
+    start, curve, correct = time.time(), [], []
+    for step in range(a.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        x, mask, y = encode(tokenizer, data, draw(data, gen, (a.seed, 0, step), a.batch, a.ask), a.layout)
+        loss = model(input_ids=x, attention_mask=mask, labels=y).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % 100 == 0:
+            model.eval()
+            correct = first_answer_token_correct(model, valid)
+            model.train()
+            curve.append([step + 1, round(sum(correct) / len(correct), 4)])
+            print(a.name, *curve[-1], f"loss {loss.item():.4f}", f"{time.time() - start:.0f} s", flush=True)
+    kinds = [story_kind(r["facts"], r["question"]) for r in valid_rows]
+    totals, hits = Counter(kinds), Counter(k for k, ok in zip(kinds, correct, strict=True) if ok)
+    split = {k: [hits[k], n] for k, n in sorted(totals.items())}
+    line = {"name": a.name, "set": a.set, "memory": a.memory, "layout": a.layout, "ask": a.ask, "steps": a.steps,
+            "lr": a.lr, "beta2": a.beta2, "curve": curve, "split": split,
+            "wall_s": round(time.time() - start)}  # fmt: skip
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    with a.out.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    for kind, (ok, n) in split.items():
+        print(f"{kind:34s} {ok}/{n} = {ok / n:.2f}")
+
+
+if __name__ == "__main__":
+    main()
