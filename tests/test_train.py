@@ -52,7 +52,7 @@ def test_every_shipped_config_builds_its_model_config() -> None:
             assert build_config(cfg.model, vocab_size=256).vocab_size >= 256, path
 
 
-@pytest.mark.parametrize("study", ["memory-qa1", "memory-long-qa1"])
+@pytest.mark.parametrize("study", ["memory-qa1", "memory-qa1-5", "memory-long-qa1"])
 def test_the_arms_of_a_shipped_study_differ_in_the_model_only(study: str) -> None:
     # The comparison is fair only if every arm sees the same data, curriculum, optimiser and run settings.
     arms = {arm: load_config(REPO / "configs" / f"{study}-{arm}.yaml").to_dict() for arm in ("lm2", "vanilla", "rmt")}
