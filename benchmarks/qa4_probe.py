@@ -24,20 +24,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 import lm2
+from lm2.data.batch import IGNORE, Batch, collate_masked
 from lm2.data.generated import GeneratedQA
 from lm2.train.config import load_config
 from lm2.train.models import build_config
+from lm2.train.trainer import lr_at
 
 DEFAULT_CONFIG = "benchmarks/results/qa1-real-text/learn-screen.yaml"
 EVAL_KEY = 12345
@@ -84,39 +87,33 @@ def draw(data: GeneratedQA, gen: Any, key: tuple[int, int, int], n: int, ask: st
     return rows
 
 
-def encode(tokenizer: Any, data: GeneratedQA, rows: list[dict[str, Any]], layout: str
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (the answer tokens only)."""
-    seqs: list[tuple[list[int], list[bool]]] = []
-    for row in rows:
-        if layout == "trainer":
-            ids, loss, _ = data.encode([[row]])[0]
-            seqs.append((ids.tolist(), loss.tolist()))
-        else:
-            prompt = tokenizer(row["input"].strip() + " " + row["question"], add_special_tokens=False)[
-                "input_ids"
-            ]
-            answer = tokenizer(" " + row["target"], add_special_tokens=False)["input_ids"]
-            seqs.append((prompt + answer, [False] * len(prompt) + [True] * len(answer)))
-    width = max(len(ids) for ids, _ in seqs)
-    x = torch.zeros(len(seqs), width, dtype=torch.long)  # (B, T)
-    mask = torch.zeros(len(seqs), width, dtype=torch.long)
-    y = torch.full((len(seqs), width), -100, dtype=torch.long)
-    for b, (ids, loss) in enumerate(seqs):
-        x[b, : len(ids)] = torch.tensor(ids)
-        mask[b, : len(ids)] = 1
-        y[b, : len(ids)] = torch.where(torch.tensor(loss), torch.tensor(ids), -100)
-    return x, mask, y
+def encode(tokenizer: Any, data: GeneratedQA, rows: list[dict[str, Any]], layout: str) -> Batch:
+    """The rows right-padded as the trainer's batches are (targets: the answer tokens only)."""
+    if layout == "trainer":
+        examples = data.encode([[row] for row in rows])
+    else:
+        prompts = tokenizer(
+            [r["input"].strip() + " " + r["question"] for r in rows], add_special_tokens=False
+        )
+        answers = tokenizer([" " + r["target"] for r in rows], add_special_tokens=False)
+        examples = []
+        for prompt, answer in zip(prompts["input_ids"], answers["input_ids"], strict=True):
+            loss = np.array([False] * len(prompt) + [True] * len(answer))
+            examples.append((np.array(prompt + answer), loss, np.zeros_like(loss)))
+    return collate_masked(examples, data.pad_id)
+
+
+def answer_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    logits = model(input_ids=batch.input_ids).logits  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
 
 
 @torch.no_grad()
-def first_answer_token_correct(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> list[bool]:
-    x, mask, y = batch
-    pred = model(input_ids=x, attention_mask=mask).logits[:, :-1].argmax(-1)  # (B, T-1)
-    target = y[:, 1:]
-    first = (target != -100).int().argmax(1)  # (B,) where each answer starts
-    rows = torch.arange(len(x))
-    return (pred[rows, first] == target[rows, first]).tolist()
+def first_answer_token_correct(model: torch.nn.Module, batch: Batch) -> list[bool]:
+    pred = model(input_ids=batch.input_ids).logits.argmax(-1)  # (B, T)
+    first = (batch.targets != IGNORE).int().argmax(1)  # (B,) where each answer starts
+    rows = torch.arange(len(pred))
+    return (pred[rows, first] == batch.targets[rows, first]).tolist()
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
@@ -159,18 +156,13 @@ def main() -> None:
     valid = encode(tokenizer, data, valid_rows, a.layout)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, a.beta2), weight_decay=a.weight_decay)
 
-    def lr_at(step: int) -> float:
-        if step < 100:
-            return a.lr * (step + 1) / 100
-        t = (step - 100) / max(1, a.steps - 100)
-        return a.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
-
     start, curve, correct = time.time(), [], []
     for step in range(a.steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        x, mask, y = encode(tokenizer, data, draw(data, gen, (a.seed, 0, step), a.batch, a.ask), a.layout)
-        loss = model(input_ids=x, attention_mask=mask, labels=y).loss
+            group["lr"] = lr_at(step, a.steps, a.lr, warmup=100, min_ratio=0.1)
+        loss = answer_loss(
+            model, encode(tokenizer, data, draw(data, gen, (a.seed, 0, step), a.batch, a.ask), a.layout)
+        )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
