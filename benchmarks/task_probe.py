@@ -1,22 +1,28 @@
-"""Where qa4 stops: the recipe's backbone trained on generated qa4, scored by the kind of story it is asked.
+"""Where a task stops: the recipe's backbone trained on one generated task, scored by the kind of story asked.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.qa4_probe --name base --steps 1000 \
+    OMP_NUM_THREADS=1 python -m benchmarks.task_probe --task qa4 --name base --steps 1000 \
         --out benchmarks/results/qa1-real-text/qa4-probe.jsonl
-    OMP_NUM_THREADS=1 python -m benchmarks.qa4_probe --name d128 --set hidden_size=128,intermediate_size=256 ...
+    OMP_NUM_THREADS=1 python -m benchmarks.task_probe --task qa2 --name base --steps 2000 \
+        --out benchmarks/results/qa1-real-text/qa2-probe.jsonl
 
 The model is the `model` section of --config (the shipped recipe's backbone; `--set k=v,...` overrides its
 fields, values as JSON, `--memory 0` drops the memory), built for the tokenizer of `data.tokenizer`. Each step
-draws --batch fresh one-question qa4 samples from the project's generator with no filler; the loss is on
-the answer. ``--layout trainer`` encodes them as `lm2 train` does (context, question, "Answer:");
-``--layout bare`` as ``facts question answer`` (the answer right after the question mark). ``--ask object`` keeps only the
-questions "What is D of the R?" (answered by a fact with R as its object and the same direction), ``--ask
-subject`` only "What is the R D of?" (answered through the opposite direction). Every 100 steps
-the arg-max of the answer's first token is scored on 400 samples of unseen stories (generator key 12345).
+draws --batch fresh one-question samples of --train-tasks (default: --task) from the project's generator with
+no filler; the loss is on the answer. ``--layout trainer`` encodes them as `lm2 train` does (context,
+question, "Answer:"); ``--layout bare`` as ``facts question answer`` (the answer right after the question
+mark). Every 100 steps the arg-max of the answer's first token is scored on 400 --task samples of unseen
+stories (generator key 12345).
 
-At the end the last evaluation is split by how the asked-about room sits in the story's two facts
-("The A is D of the B."): in one fact only, in both as the object (the facts differ only by their
-direction), or in both with different roles (one fact's subject, the other's object). One JSON line per
-run goes to --out: the curve, the split and the wall time. Results: docs/results.md (where qa4 stops).
+At the end the last evaluation is split by the kind of story (``KINDS``):
+- qa4, by how the asked-about room sits in the story's two facts ("The A is D of the B."): in one fact
+  only, in both as the object (the facts differ only by their direction), or in both with different roles.
+  ``--ask object`` keeps only the questions "What is D of the R?" (answered by a fact with R as its object
+  and the same direction), ``--ask subject`` only "What is the R D of?" (through the opposite direction).
+- qa2, by the object's last event (taken, or dropped) and whether the holder's supporting move comes before
+  or after it, and by whether the answer is the last room the story names (the shortcut a model that has
+  not learnt the two hops takes: 40% of the questions).
+One JSON line per run goes to --out: the curve, the split and the wall time. Results: docs/results.md
+(where qa4 and qa2 stop).
 """
 
 from __future__ import annotations
@@ -49,8 +55,9 @@ ASK_OBJECT = re.compile(r"What is (\w+) of the (\w+)\?")  # "What is D of the R?
 ASK_SUBJECT = re.compile(r"What is the (\w+) (\w+) of\?")  # "What is the R D of?": R is a fact's subject
 
 
-def story_kind(facts: list[str], question: str) -> str:
+def qa4_kind(row: dict[str, Any]) -> str:
     """How the room the question asks about sits in the two facts (see the module docstring)."""
+    facts, question = row["facts"], row["question"]
     parsed = [FACT.fullmatch(f.strip()) for f in facts]
     if len(parsed) != 2 or not all(parsed):
         raise ValueError(f"a qa4 sample has two facts 'The A is D of the B.', got {facts}")
@@ -69,9 +76,32 @@ def story_kind(facts: list[str], question: str) -> str:
     return "room in both, different roles"
 
 
+MOVE = re.compile(r"(\w+) [\w ]+ to the (\w+)\.")
+DROP_VERBS = ("dropped", "discarded", "left", "put down")
+
+
+def qa2_kind(row: dict[str, Any]) -> str:
+    """The object's last event, where the holder's supporting move is, and whether the last room named is the
+    answer (see the module docstring)."""
+    obj = row["question"].strip().rstrip("?").split()[-1]
+    facts, supporting = row["facts"], sorted(row["supporting"])
+    event = [i for i in supporting if f" {obj}" in facts[i]]
+    moves = [i for i in supporting if i not in event]
+    if len(event) != 1 or len(moves) != 1:
+        raise ValueError(f"a qa2 answer rests on one event of the object and one move, got {supporting}")
+    verb = "dropped" if any(f" {v} the {obj}" in facts[event[0]] for v in DROP_VERBS) else "taken"
+    where = "move before" if moves[0] < event[0] else "move after"
+    rooms = [m.group(2) for m in map(MOVE.fullmatch, facts) if m]
+    last = "last room named" if rooms and rooms[-1] == row["target"] else "not the last room named"
+    return f"{verb}, {where}; {last}"
+
+
+KINDS = {"qa2": qa2_kind, "qa4": qa4_kind}
+
+
 def asks(row: dict[str, Any], ask: str) -> bool:
     """Whether ``row``'s question has the form --ask keeps."""
-    if ask == "any":
+    if ask == "any" or row["task"] != "qa4":
         return True
     return bool((ASK_OBJECT if ask == "object" else ASK_SUBJECT).fullmatch(row["question"].strip()))
 
@@ -103,17 +133,25 @@ def encode(tokenizer: Any, data: GeneratedQA, rows: list[dict[str, Any]], layout
     return collate_masked(examples, data.pad_id)
 
 
+def answer_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, k, V) at the k columns where some row has a target (as the trainer projects), and those
+    targets (B, k)."""
+    cols = (batch.targets != IGNORE).any(0).nonzero().squeeze(1)  # (k,)
+    return model(input_ids=batch.input_ids, logits_to_keep=cols).logits, batch.targets[:, cols]
+
+
 def answer_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    logits = model(input_ids=batch.input_ids).logits  # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
+    logits, targets = answer_logits(model, batch)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
 
 @torch.no_grad()
 def first_answer_token_correct(model: torch.nn.Module, batch: Batch) -> list[bool]:
-    pred = model(input_ids=batch.input_ids).logits.argmax(-1)  # (B, T)
-    first = (batch.targets != IGNORE).int().argmax(1)  # (B,) where each answer starts
+    logits, targets = answer_logits(model, batch)
+    pred = logits.argmax(-1)  # (B, k)
+    first = (targets != IGNORE).int().argmax(1)  # (B,) where each answer starts
     rows = torch.arange(len(pred))
-    return (pred[rows, first] == batch.targets[rows, first]).tolist()
+    return (pred[rows, first] == targets[rows, first]).tolist()
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
@@ -128,6 +166,8 @@ def parse_overrides(text: str) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", default="qa4", choices=sorted(KINDS), help="the task scored and split")
+    p.add_argument("--train-tasks", default=None, help="tasks trained on (generator spec; default --task)")
     p.add_argument("--name", required=True, help="the run's name in the JSON line")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="its model section and data.tokenizer are used")
     p.add_argument("--set", default="", help="model overrides k=v[,k=v...], values as JSON")
@@ -151,8 +191,9 @@ def main() -> None:
         build_config(dataclasses.replace(cfg.model, overrides=overrides), len(tokenizer))
     )
     data = GeneratedQA(tokenizer, background="synthetic")
-    gen = dataclasses.replace(cfg.data.generate, tasks="qa4", questions="one", filler=[0])
+    gen = dataclasses.replace(cfg.data.generate, tasks=a.task, questions="one", filler=[0])
     valid_rows = draw(data, gen, (EVAL_KEY, 0, 0), 400, a.ask)
+    gen = dataclasses.replace(gen, tasks=a.train_tasks or a.task)
     valid = encode(tokenizer, data, valid_rows, a.layout)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, a.beta2), weight_decay=a.weight_decay)
 
@@ -173,17 +214,17 @@ def main() -> None:
             model.train()
             curve.append([step + 1, round(sum(correct) / len(correct), 4)])
             print(a.name, *curve[-1], f"loss {loss.item():.4f}", f"{time.time() - start:.0f} s", flush=True)
-    kinds = [story_kind(r["facts"], r["question"]) for r in valid_rows]
+    kinds = [KINDS[a.task](r) for r in valid_rows]
     totals, hits = Counter(kinds), Counter(k for k, ok in zip(kinds, correct, strict=True) if ok)
     split = {k: [hits[k], n] for k, n in sorted(totals.items())}
-    line = {"name": a.name, "set": a.set, "memory": a.memory, "layout": a.layout, "ask": a.ask, "steps": a.steps,
+    line = {"task": a.task, "train_tasks": a.train_tasks or a.task, "name": a.name, "set": a.set, "memory": a.memory, "layout": a.layout, "ask": a.ask, "steps": a.steps,
             "lr": a.lr, "beta2": a.beta2, "curve": curve, "split": split,
             "wall_s": round(time.time() - start)}  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with a.out.open("a") as f:
         f.write(json.dumps(line) + "\n")
     for kind, (ok, n) in split.items():
-        print(f"{kind:34s} {ok}/{n} = {ok / n:.2f}")
+        print(f"{kind:48s} {ok}/{n} = {ok / n:.2f}")
 
 
 if __name__ == "__main__":
