@@ -204,6 +204,14 @@ def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_q
         ("data.generate.story_facts=[0,2]", "story_facts must be [lo, hi] with 1 <= lo <= hi"),
         ("data.generate.tasks=qa99", "unknown bAbI task"),
         (
+            "data.generate.task_weights=[1,2]",
+            "task_weights must be one weight > 0 per task of data.generate.tasks (qa1)",
+        ),
+        (
+            "data.generate.tasks=qa1,qa4 data.generate.task_weights=[1,0]",
+            "task_weights must be one weight > 0 per task",
+        ),
+        (
             "data.generate.tasks=qa1-qa2",
             "facts (keeping a subset of a story's facts) is sound only for tasks",
         ),
@@ -214,7 +222,15 @@ def test_memory_report_without_fact_positions_and_without_memory(word_tok, gen_q
 )
 def test_bad_generate_configs_are_named(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        load_config(_generate_config(tmp_path, tmp_path / "tok"), [override])
+        load_config(_generate_config(tmp_path, tmp_path / "tok"), override.split(" "))
+
+
+def test_task_weights_set_the_training_draw_and_leave_validation_uniform(gen_qa) -> None:
+    weighted = GenerateConfig(tasks="qa1,qa4", task_weights=[1, 9])
+    drawn = [gen_qa.rows(weighted, (0, 0, step, 0))[0]["task"] for step in range(400)]
+    assert 0.85 < drawn.count("qa4") / len(drawn) < 0.95
+    uniform = [row["task"] for row in gen_qa.validation_rows(weighted, 0, 400)]
+    assert 0.4 < uniform.count("qa4") / len(uniform) < 0.6
 
 
 def test_built_babilong_rows_mark_their_fact_tokens(word_tok) -> None:

@@ -87,7 +87,12 @@ class GeneratedQA:
         """The rows of the sample with ``key``: one question (``questions: one``) or a story's questions."""
         rng = np.random.default_rng(list(key))
         tasks = parse_tasks(gen.tasks)
-        task, fn = get_generator(tasks[int(rng.integers(len(tasks)))])
+        if gen.task_weights is None:
+            pick = int(rng.integers(len(tasks)))
+        else:
+            weights = np.asarray(gen.task_weights, dtype=np.float64)
+            pick = int(rng.choice(len(tasks), p=weights / weights.sum()))
+        task, fn = get_generator(tasks[pick])
         lo, hi = gen.story_facts or (0, None)
         for _ in range(STORY_TRIES):
             story = fn(random.Random(int(rng.integers(2**63))))
@@ -178,8 +183,9 @@ class GeneratedQA:
         return collate_masked(examples, self.pad_id)
 
     def validation_rows(self, gen: Any, seed: int, count: int) -> list[dict[str, Any]]:
-        """``count`` single-question rows for each validation filler, from a stream no training step draws."""
-        single = dataclasses.replace(gen, questions="one")
+        """``count`` single-question rows for each validation filler, from a stream no training step draws
+        (the tasks drawn uniformly, whatever ``task_weights`` says)."""
+        single = dataclasses.replace(gen, questions="one", task_weights=None)  # every task alike
         out = []
         for filler in gen.valid_filler or gen.filler_choices():
             fixed = dataclasses.replace(single, filler=[filler], filler_range=None)

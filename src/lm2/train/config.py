@@ -50,7 +50,10 @@ class GenerateConfig:
     docs/training.md). A curriculum stage may override any of these fields (``curriculum[i].generate``).
     """
 
-    tasks: str = "qa1"  # bAbI tasks drawn uniformly per sample: "qa1", "qa1-qa5", ...
+    tasks: str = "qa1"  # bAbI tasks, one drawn per sample: "qa1", "qa1-qa5", ...
+    # relative draw weight of each task of ``tasks``, in order (None: uniform); validation stays uniform.
+    # With ``questions: all`` a qa4 story has 1 answer where qa1's has 5: weight 5 gives each task as many
+    task_weights: list[float] | None = None
     # background tokens per sample: one drawn uniformly
     filler: list[int] = field(default_factory=lambda: [0])
     filler_range: list[int] | None = None  # [lo, hi]: draw the filler uniformly from lo..hi instead
@@ -322,6 +325,13 @@ def _check_generate(g: GenerateConfig, where: str) -> None:
 
     for task in parse_tasks(g.tasks):
         get_generator(task)
+    if g.task_weights is not None and (
+        len(g.task_weights) != len(parse_tasks(g.tasks)) or not all(w > 0 for w in g.task_weights)
+    ):
+        raise ValueError(
+            f"{where}.task_weights must be one weight > 0 per task of {where}.tasks "
+            f"({', '.join(parse_tasks(g.tasks))}), or null; got {g.task_weights}"
+        )
     _choice(f"{where}.placement", g.placement, GENERATE_PLACEMENTS)
     _choice(f"{where}.questions", g.questions, GENERATE_QUESTIONS)
     _choice(f"{where}.filler_per", g.filler_per, ("sample", "batch"))
