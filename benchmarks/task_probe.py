@@ -8,7 +8,8 @@
 The model is the `model` section of --config (the shipped recipe's backbone; `--set k=v,...` overrides its
 fields, values as JSON, `--memory 0` drops the memory), built for the tokenizer of `data.tokenizer`. Each step
 draws --batch fresh one-question samples of --train-tasks (default: --task) from the project's generator with
-no filler; the loss is on the answer. ``--layout trainer`` encodes them as `lm2 train` does (context,
+no filler (``--gen k=v,...`` sets other
+data.generate fields of that draw, ``--stage STEPS:k=v,...`` first stages of it); the loss is on the answer. ``--layout trainer`` encodes them as `lm2 train` does (context,
 question, "Answer:"); ``--layout bare`` as ``facts question answer`` (the answer right after the question
 mark). Every 100 steps the arg-max of the answer's first token is scored on 400 --task samples of unseen
 stories (generator key 12345).
@@ -156,10 +157,10 @@ def first_answer_token_correct(model: torch.nn.Module, batch: Batch) -> list[boo
 
 def parse_overrides(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for item in filter(None, text.split(",")):
+    for item in filter(None, re.split(r",(?=\w+=)", text)):  # a comma inside a JSON list stays
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--set takes k=v[,k=v...], got {item!r}")
+            raise SystemExit(f"--set and --gen take k=v[,k=v...], got {item!r}")
         out[key] = json.loads(value)
     return out
 
@@ -171,6 +172,10 @@ def main() -> None:
     p.add_argument("--name", required=True, help="the run's name in the JSON line")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="its model section and data.tokenizer are used")
     p.add_argument("--set", default="", help="model overrides k=v[,k=v...], values as JSON")
+    p.add_argument("--gen", default="", help="data.generate fields k=v[,k=v...] (JSON) of the training draw only")
+    p.add_argument("--stage", action="append", default=[], metavar="STEPS:k=v,...",
+                   help="a first stage of STEPS steps with these data.generate fields (repeatable, in order; "
+                   "--gen applies after them), e.g. 500:story_facts=[2,5]")
     p.add_argument("--memory", type=int, default=0, choices=[0, 1], help="keep the memory (1) or not (0)")
     p.add_argument("--layout", default="trainer", choices=["trainer", "bare"])
     p.add_argument("--ask", default="any", choices=["any", "object", "subject"], help="question forms kept")
@@ -194,11 +199,19 @@ def main() -> None:
     gen = dataclasses.replace(cfg.data.generate, tasks=a.task, questions="one", filler=[0])
     valid_rows = draw(data, gen, (EVAL_KEY, 0, 0), 400, a.ask)
     gen = dataclasses.replace(gen, tasks=a.train_tasks or a.task)
+    schedule = []  # (last step + 1, generate config) of each stage
+    for stage in a.stage:
+        steps, sep, fields = stage.partition(":")
+        if not sep or not steps.isdigit():
+            raise SystemExit(f"--stage takes STEPS:k=v[,k=v...], got {stage!r}")
+        schedule.append((int(steps) + (schedule[-1][0] if schedule else 0), dataclasses.replace(gen, **parse_overrides(fields))))
+    schedule.append((a.steps, dataclasses.replace(gen, **parse_overrides(a.gen))))
     valid = encode(tokenizer, data, valid_rows, a.layout)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, a.beta2), weight_decay=a.weight_decay)
 
     start, curve, correct = time.time(), [], []
     for step in range(a.steps):
+        gen = next(g for end, g in schedule if step < end)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, a.steps, a.lr, warmup=100, min_ratio=0.1)
         loss = answer_loss(
@@ -217,7 +230,7 @@ def main() -> None:
     kinds = [KINDS[a.task](r) for r in valid_rows]
     totals, hits = Counter(kinds), Counter(k for k, ok in zip(kinds, correct, strict=True) if ok)
     split = {k: [hits[k], n] for k, n in sorted(totals.items())}
-    line = {"task": a.task, "train_tasks": a.train_tasks or a.task, "name": a.name, "set": a.set, "memory": a.memory, "layout": a.layout, "ask": a.ask, "steps": a.steps,
+    line = {"task": a.task, "train_tasks": a.train_tasks or a.task, "gen": a.gen, "stages": a.stage, "name": a.name, "set": a.set, "memory": a.memory, "layout": a.layout, "ask": a.ask, "steps": a.steps,
             "lr": a.lr, "beta2": a.beta2, "curve": curve, "split": split,
             "wall_s": round(time.time() - start)}  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
