@@ -8,8 +8,8 @@
 The model is the `model` section of --config (the shipped recipe's backbone; `--set k=v,...` overrides its
 fields, values as JSON, `--memory 0` drops the memory), built for the tokenizer of `data.tokenizer`. Each step
 draws --batch fresh one-question samples of --train-tasks (default: --task) from the project's generator with
-no filler (``--gen k=v,...`` sets other
-data.generate fields of that draw, ``--stage STEPS:k=v,...`` first stages of it); the loss is on the answer. ``--layout trainer`` encodes them as `lm2 train` does (context,
+no filler (``--gen k=v,...`` sets other data.generate fields of that draw, ``--stage STEPS:k=v,...`` first
+stages of it); the loss is on the answer. ``--layout trainer`` encodes them as `lm2 train` does (context,
 question, "Answer:"); ``--layout bare`` as ``facts question answer`` (the answer right after the question
 mark). Every 100 steps the arg-max of the answer's first token is scored on 400 --task samples of unseen
 stories (generator key 12345).
