@@ -56,7 +56,7 @@ def test_memory_diagnostics_record_gates_and_read_size_only_when_asked(recall_da
         (g_in,), (g_forget,), (done,), (ratio,) = (record[k] for k in ("in_gate", "forget_gate", "write_done",
                                                                        "read_ratio"))  # fmt: skip
         assert g_in.shape == g_forget.shape == done.shape == (2, 3) and done.all()
-        assert ((g_in > 0) & (g_in < 1)).all() and (g_forget > g_in).all()  # forget bias +1 at init
+        assert ((g_in > 0) & (g_in < 1)).all() and (g_forget > g_in).all()  # the forget gate starts near keep
         assert ratio.shape == ids.shape and (ratio > 0).all()
     assert all(m.diagnostics is None for m in model.modules() if hasattr(m, "diagnostics"))
 
@@ -84,5 +84,5 @@ def test_a_tiny_lm2_learns_to_recall_a_fact_beyond_its_window(recall_data, tmp_p
     attention_only = run(False, 60).evaluate()[f"val_acc_filler{far}"]
 
     assert recalled >= 0.9, recalled  # measured: 1.00 for seeds 0-3
-    assert without_read <= 0.4, without_read  # measured: 0.12-0.22
-    assert attention_only <= 0.4, attention_only  # measured: 0.12-0.15
+    assert without_read <= 0.4, without_read  # measured: 0.12-0.20
+    assert attention_only <= 0.4, attention_only  # measured: 0.11-0.21
