@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 import lm2
+from lm2.data.babi.world import DROP_VERBS
 from lm2.data.batch import IGNORE, Batch, collate_masked
 from lm2.data.generated import GeneratedQA
 from lm2.train.config import load_config
@@ -78,7 +79,6 @@ def qa4_kind(row: dict[str, Any]) -> str:
 
 
 MOVE = re.compile(r"(\w+) [\w ]+ to the (\w+)\.")
-DROP_VERBS = ("dropped", "discarded", "left", "put down")
 
 
 def qa2_kind(row: dict[str, Any]) -> str:
@@ -200,11 +200,13 @@ def main() -> None:
     valid_rows = draw(data, gen, (EVAL_KEY, 0, 0), 400, a.ask)
     gen = dataclasses.replace(gen, tasks=a.train_tasks or a.task)
     schedule = []  # (last step + 1, generate config) of each stage
+    end = 0
     for stage in a.stage:
         steps, sep, fields = stage.partition(":")
         if not sep or not steps.isdigit():
             raise SystemExit(f"--stage takes STEPS:k=v[,k=v...], got {stage!r}")
-        schedule.append((int(steps) + (schedule[-1][0] if schedule else 0), dataclasses.replace(gen, **parse_overrides(fields))))
+        end += int(steps)
+        schedule.append((end, dataclasses.replace(gen, **parse_overrides(fields))))
     schedule.append((a.steps, dataclasses.replace(gen, **parse_overrides(a.gen))))
     valid = encode(tokenizer, data, valid_rows, a.layout)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, a.beta2), weight_decay=a.weight_decay)
@@ -230,8 +232,9 @@ def main() -> None:
     kinds = [KINDS[a.task](r) for r in valid_rows]
     totals, hits = Counter(kinds), Counter(k for k, ok in zip(kinds, correct, strict=True) if ok)
     split = {k: [hits[k], n] for k, n in sorted(totals.items())}
-    line = {"task": a.task, "train_tasks": a.train_tasks or a.task, "gen": a.gen, "stages": a.stage, "name": a.name, "set": a.set, "memory": a.memory, "layout": a.layout, "ask": a.ask, "steps": a.steps,
-            "lr": a.lr, "beta2": a.beta2, "curve": curve, "split": split,
+    line = {"task": a.task, "train_tasks": a.train_tasks or a.task, "gen": a.gen, "stages": a.stage,
+            "name": a.name, "set": a.set, "memory": a.memory, "layout": a.layout, "ask": a.ask,
+            "steps": a.steps, "lr": a.lr, "beta2": a.beta2, "curve": curve, "split": split,
             "wall_s": round(time.time() - start)}  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with a.out.open("a") as f:

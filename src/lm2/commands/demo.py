@@ -31,10 +31,11 @@ def demo(steps: int = 500, samples: int = 200, seed: int = 0, threads: int = 1, 
 
     Trains a tiny LM2 and the same backbone without memory (both with a 32-token attention window) on
     generated bAbI qa1 samples: one fact, F filler tokens of the synthetic haystack (F drawn from 0, 32,
-    64, 128, 256 once per step), the question; loss on the answer word. Both train through `lm2 train`'s trainer. Then prints
-    the accuracy with the fact inside the window and 2x, 8x and 32x the window before the question, for
-    LM2, vanilla and LM2 with its memory read switched off (model.config.memory_read = False). Chance is
-    1/6 (six rooms). Deterministic for a seed; about two minutes on two CPU cores (docs/results.md).
+    64, 128, 256 once per step), the question; loss on the answer word. Both train through `lm2 train`'s
+    trainer. Then prints the accuracy with the fact inside the window and 2x, 8x and 32x the window before
+    the question, for LM2, vanilla and LM2 with its memory read switched off (model.config.memory_read =
+    False). Chance is 1/6 (six rooms). Deterministic for a seed; about two minutes on two CPU cores
+    (docs/results.md).
 
     Args:
         steps: AdamW steps (batch 32, lr 3e-3) for each model.

@@ -323,14 +323,15 @@ def _check_generate(g: GenerateConfig, where: str) -> None:
     from lm2.data.babi.generator import get_generator
     from lm2.data.babi.types import parse_tasks
 
-    for task in parse_tasks(g.tasks):
+    tasks = parse_tasks(g.tasks)
+    for task in tasks:
         get_generator(task)
     if g.task_weights is not None and (
-        len(g.task_weights) != len(parse_tasks(g.tasks)) or not all(w > 0 for w in g.task_weights)
+        len(g.task_weights) != len(tasks) or not all(w > 0 for w in g.task_weights)
     ):
         raise ValueError(
             f"{where}.task_weights must be one weight > 0 per task of {where}.tasks "
-            f"({', '.join(parse_tasks(g.tasks))}), or null; got {g.task_weights}"
+            f"({', '.join(tasks)}), or null; got {g.task_weights}"
         )
     _choice(f"{where}.placement", g.placement, GENERATE_PLACEMENTS)
     _choice(f"{where}.questions", g.questions, GENERATE_QUESTIONS)
@@ -357,7 +358,7 @@ def _check_generate(g: GenerateConfig, where: str) -> None:
         )
     if g.facts is not None and (len(g.facts) != 2 or not 1 <= g.facts[0] <= g.facts[1]):
         raise ValueError(f"{where}.facts must be [lo, hi] with 1 <= lo <= hi, or null; got {g.facts}")
-    if g.facts is not None and any(t not in FACT_SUBSET_TASKS for t in parse_tasks(g.tasks)):
+    if g.facts is not None and any(t not in FACT_SUBSET_TASKS for t in tasks):
         raise ValueError(
             f"{where}.facts (keeping a subset of a story's facts) is sound only for tasks whose statements stand "
             f"alone: {', '.join(FACT_SUBSET_TASKS)}; got tasks {g.tasks}"
